@@ -1,0 +1,145 @@
+"""The array namespace: the only module that imports CuPy (lazily).
+
+Everything else receives arrays and calls ``xp.`` functions, with SciPy-like calls going through
+:func:`ndimage` and :func:`fft`, so the CPU tests exercise the same code the GPU runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from types import ModuleType
+
+import numpy as np
+
+from .errors import BackendUnavailable, ConfigError
+
+__all__ = [
+    "BACKENDS",
+    "cupy_available",
+    "resolve_backend",
+    "get_namespace",
+    "is_cupy",
+    "ndimage",
+    "fft",
+    "to_host",
+    "asarray",
+    "backend_name",
+    "device_name",
+]
+
+BACKENDS = ("auto", "numpy", "cupy")
+
+
+@functools.lru_cache(maxsize=1)
+def _import_cupy() -> ModuleType | None:
+    try:
+        import cupy  # noqa: PLC0415
+
+        if cupy.cuda.runtime.getDeviceCount() < 1:  # sync
+            return None
+        return cupy
+    except Exception:  # ImportError, CUDARuntimeError (no driver), ...
+        return None
+
+
+def cupy_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device."""
+    return _import_cupy() is not None
+
+
+def resolve_backend(name: str | None = None) -> ModuleType:
+    """Return the array module for ``name`` ('auto', 'numpy' or 'cupy').
+
+    ``None`` reads ``GPUDIFF_BACKEND`` and falls back to 'auto', which takes the GPU when CuPy finds
+    a device and NumPy otherwise.
+    """
+    if name is None:
+        name = os.environ.get("GPUDIFF_BACKEND", "auto") or "auto"
+    name = name.lower()
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}: use one of {', '.join(BACKENDS)}")
+    if name == "numpy":
+        return np
+    cp = _import_cupy()
+    if cp is not None:
+        return cp
+    if name == "cupy":
+        raise BackendUnavailable(
+            "backend 'cupy' requested but CuPy or a CUDA device is missing: "
+            "install gpudiff[cuda12] or gpudiff[cuda13] on a GPU node, or use --backend numpy"
+        )
+    return np
+
+
+def is_cupy(xp: ModuleType) -> bool:
+    return xp is not np and getattr(xp, "__name__", "") == "cupy"
+
+
+def get_namespace(*arrays) -> ModuleType:
+    """numpy or cupy, from the arrays given (NumPy when none is a CuPy array)."""
+    for a in arrays:
+        if type(a).__module__.startswith("cupy"):
+            cp = _import_cupy()
+            if cp is None:  # pragma: no cover - a cupy array without cupy cannot exist
+                raise BackendUnavailable("a CuPy array was given but CuPy sees no device")
+            return cp
+    return np
+
+
+def ndimage(xp: ModuleType) -> ModuleType:
+    """scipy.ndimage or cupyx.scipy.ndimage."""
+    if is_cupy(xp):
+        import cupyx.scipy.ndimage as ndi  # noqa: PLC0415
+
+        return ndi
+    import scipy.ndimage as ndi  # noqa: PLC0415
+
+    return ndi
+
+
+def fft(xp: ModuleType) -> ModuleType:
+    """scipy.fft or cupyx.scipy.fft (both take ``workers=`` where it matters)."""
+    if is_cupy(xp):
+        import cupyx.scipy.fft as f  # noqa: PLC0415
+
+        return f
+    import scipy.fft as f  # noqa: PLC0415
+
+    return f
+
+
+def fft_kwargs(xp: ModuleType) -> dict:
+    """Extra keyword arguments for FFT calls: all CPU cores for scipy.fft."""
+    return {} if is_cupy(xp) else {"workers": -1}
+
+
+def to_host(a):
+    """A NumPy array (or Python scalar) from a NumPy/CuPy array or scalar."""
+    if hasattr(a, "get") and type(a).__module__.startswith("cupy"):
+        return a.get()  # sync
+    return a
+
+
+def asarray(a, xp: ModuleType):
+    """``a`` on the namespace's device (a host->device copy for CuPy)."""
+    if xp is np:
+        return to_host(a) if not isinstance(a, np.ndarray) else a
+    return xp.asarray(a)
+
+
+def backend_name(xp: ModuleType) -> str:
+    return "cupy" if is_cupy(xp) else "numpy"
+
+
+def device_name(xp: ModuleType) -> str:
+    """A human name for where the arrays live: the GPU's name, or 'cpu'."""
+    if not is_cupy(xp):
+        return "cpu"
+    try:
+        dev = xp.cuda.Device()
+        props = xp.cuda.runtime.getDeviceProperties(dev.id)
+        name = props["name"]
+        return name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:  # pragma: no cover
+        return "cuda"

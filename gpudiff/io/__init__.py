@@ -1,0 +1,1 @@
+"""Sources: opening what the user points at, lazily, validating cheaply first."""

@@ -1,0 +1,185 @@
+"""One frozen options object describes a comparison.
+
+CLI flags, TOML config files and the result store's attributes all map to :class:`CompareOptions`,
+so a run records exactly how it was computed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+
+__all__ = ["CompareOptions", "ALL_METRICS", "HISTOGRAM_DISTANCES", "DEFAULT_MAX_PIXELS"]
+
+#: Every scalar metric ``compare`` can report ('histogram' stands for all the histogram distances).
+ALL_METRICS = (
+    "manhattan",
+    "zero_norm",
+    "mse",
+    "rmse",
+    "psnr",
+    "max_abs",
+    "ncc",
+    "ssim",
+    "histogram",
+)
+#: Histogram distances, each defined as OpenCV's ``compareHist`` (plus Jensen-Shannon).
+HISTOGRAM_DISTANCES = ("kl", "js", "chi2", "chi2_alt", "bhattacharyya", "intersection", "correlation")
+
+#: Refuse images that declare more pixels than this before decoding them (decompression bombs).
+DEFAULT_MAX_PIXELS = 1 << 30
+
+_CHOICES = {
+    "shape": ("error", "crop", "resize"),
+    "color": ("gray", "luma", "rgb"),
+    "normalize": ("none", "minmax", "zscore", "histogram"),
+    "edges": ("none", "sobel", "prewitt"),
+    "backend": ("auto", "numpy", "cupy"),
+}
+
+# Metrics that other metrics are derived from: asking for 'rmse' computes 'mse' as well, etc.
+_ALIASES = {
+    "manhattan_per_pixel": "manhattan",
+    "zero_norm_per_pixel": "zero_norm",
+    "l1": "manhattan",
+    "l0": "zero_norm",
+    "max": "max_abs",
+    "hist": "histogram",
+    **{d: "histogram" for d in HISTOGRAM_DISTANCES},
+}
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """How two images are compared. Immutable; hashable; round-trips through :meth:`to_dict`.
+
+    Parameters
+    ----------
+    shape : {'error', 'crop', 'resize'}
+        What to do when the two images differ in height/width: refuse, crop both to the common
+        top-left region, or resize ``moving`` to ``reference``'s shape (bilinear).
+    color : {'gray', 'luma', 'rgb'}
+        Grey as the plain mean of the channels, BT.601 luma, or per-channel comparison.
+    normalize : {'none', 'minmax', 'zscore', 'histogram'}
+        Exposure normalisation of each image before comparing (see ``preprocess.normalize``).
+    blur : float
+        Gaussian sigma (pixels) applied to both images before comparing; 0 disables.
+    edges : {'none', 'sobel', 'prewitt'}
+        Compare gradient magnitudes instead of intensities.
+    edge_threshold : float or None
+        With ``edges``, turn magnitudes into binary edge maps (magnitude > threshold).
+    align : bool
+        Estimate the translation (phase correlation) and compare over the overlap only.
+    upsample : int
+        Subpixel refinement of the shift to 1/upsample pixel (1 = integer shift).
+    mask_zeros : bool
+        Treat zero pixels as invalid in alignment (masked normalised cross-correlation).
+    tolerance : float
+        The zero norm counts pixels with |difference| > tolerance.
+    data_range : float or None
+        Data range for PSNR and SSIM; None derives it from the dtype (see ``compare``).
+    bins : int
+        Histogram bins over the value range.
+    metrics : tuple of str or None
+        The metrics to compute (None: all).
+    backend : {'auto', 'numpy', 'cupy'}
+    max_pixels : int
+        Pixel budget per image, checked before decoding.
+    page : int
+        Page (frame) of a multi-page TIFF or GIF to read.
+    """
+
+    shape: str = "error"
+    color: str = "gray"
+    normalize: str = "none"
+    blur: float = 0.0
+    edges: str = "none"
+    edge_threshold: float | None = None
+    align: bool = False
+    upsample: int = 1
+    mask_zeros: bool = False
+    tolerance: float = 0.0
+    data_range: float | None = None
+    bins: int = 256
+    metrics: tuple[str, ...] | None = None
+    backend: str = "auto"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    page: int = 0
+    # SSIM constants (Wang et al. 2004), fixed by the method; recorded for the store.
+    ssim_sigma: float = field(default=1.5, repr=False)
+    ssim_k1: float = field(default=0.01, repr=False)
+    ssim_k2: float = field(default=0.03, repr=False)
+
+    def __post_init__(self):
+        for name, choices in _CHOICES.items():
+            value = getattr(self, name)
+            if value not in choices:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} {value!r} is not one of {', '.join(choices)}")
+        if self.metrics is not None:
+            object.__setattr__(self, "metrics", _canonical_metrics(self.metrics))
+        if not (self.blur >= 0):
+            raise ConfigError(f"--blur {self.blur} must be >= 0 (a Gaussian sigma in pixels)")
+        if int(self.upsample) != self.upsample or self.upsample < 1:
+            raise ConfigError(f"--upsample {self.upsample} must be a whole number >= 1")
+        object.__setattr__(self, "upsample", int(self.upsample))
+        if not (self.tolerance >= 0):
+            raise ConfigError(f"--tolerance {self.tolerance} must be >= 0")
+        if self.data_range is not None and not (self.data_range > 0):
+            raise ConfigError(f"--data-range {self.data_range} must be > 0")
+        if int(self.bins) != self.bins or not (2 <= self.bins <= 65536):
+            raise ConfigError(f"--bins {self.bins} must be a whole number from 2 to 65536")
+        object.__setattr__(self, "bins", int(self.bins))
+        if self.edge_threshold is not None and self.edges == "none":
+            raise ConfigError("--edge-threshold needs --edges sobel or --edges prewitt")
+        if int(self.max_pixels) != self.max_pixels or self.max_pixels < 1:
+            raise ConfigError(f"--max-pixels {self.max_pixels} must be a whole number >= 1")
+        if int(self.page) != self.page or self.page < 0:
+            raise ConfigError(f"--page {self.page} must be a whole number >= 0")
+        if (self.upsample > 1 or self.mask_zeros) and not self.align:
+            raise ConfigError("--upsample and --mask-zeros refine alignment: add --align")
+
+    def wants(self, metric: str) -> bool:
+        """True when ``metric`` (a name of ALL_METRICS) is to be computed."""
+        return self.metrics is None or metric in self.metrics
+
+    def replace(self, **changes) -> CompareOptions:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        if d["metrics"] is not None:
+            d["metrics"] = list(d["metrics"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CompareOptions:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(unknown)}: known are {', '.join(sorted(known))}")
+        d = dict(d)
+        if d.get("metrics") is not None:
+            d["metrics"] = tuple(d["metrics"])
+        return cls(**d)
+
+
+def _canonical_metrics(metrics) -> tuple[str, ...]:
+    if isinstance(metrics, str):
+        metrics = [m for m in metrics.split(",") if m.strip()]
+    out = []
+    for m in metrics:
+        m = m.strip().lower()
+        m = _ALIASES.get(m, m)
+        if m not in ALL_METRICS:
+            raise ConfigError(
+                f"--metrics: unknown metric {m!r}; known are {', '.join(ALL_METRICS)} "
+                f"(and the histogram distances {', '.join(HISTOGRAM_DISTANCES)})"
+            )
+        if m not in out:
+            out.append(m)
+    if not out:
+        raise ConfigError("--metrics is empty: name at least one metric, e.g. --metrics manhattan,ssim")
+    return tuple(m for m in ALL_METRICS if m in out)
