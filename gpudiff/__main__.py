@@ -1,0 +1,7 @@
+"""``python -m gpudiff`` is the ``gpudiff`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

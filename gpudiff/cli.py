@@ -1,0 +1,212 @@
+"""Command line: ``gpudiff compare A B`` (and, as they land, ``run``, ``status``, ``export``, ``demo``).
+
+Each subcommand is a thin wrapper over a library call. ``main(argv=None) -> int`` so tests call it
+directly. Errors are one line on stderr with a documented exit code; a traceback is a bug (set
+``GPUDIFF_DEBUG=1`` to see one anyway).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import __version__
+from .errors import EXIT_OK, EXIT_USAGE, ConfigError, GpudiffError
+from .options import ALL_METRICS, DEFAULT_MAX_PIXELS, HISTOGRAM_DISTANCES, CompareOptions
+
+__all__ = ["main", "build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (usage goes to --help) and exit code 2."""
+
+    def error(self, message):  # noqa: D102
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(float(text)) if "e" in text.lower() else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    return value
+
+
+def add_compare_options(p: argparse.ArgumentParser) -> None:
+    """The comparison flags, shared by every subcommand that compares (compare, run, dedup...)."""
+    d = CompareOptions()
+    g = p.add_argument_group("how to compare (each maps to a field of gpudiff.CompareOptions)")
+    g.add_argument("--shape", choices=("error", "crop", "resize"), default=d.shape,
+                   help="different sizes: refuse (default), crop both to the common top-left region, "
+                   "or resize moving to reference (bilinear)")
+    g.add_argument("--color", choices=("gray", "luma", "rgb"), default=d.color,
+                   help="gray: mean of the channels (default); luma: BT.601 weights; rgb: per channel")
+    g.add_argument("--normalize", choices=("none", "minmax", "zscore", "histogram"), default=d.normalize,
+                   help="exposure normalisation: minmax rescales each image to [0, 255] (a constant image "
+                   "becomes 0), zscore to mean 0 / std 1, histogram matches moving's histogram to reference's")
+    g.add_argument("--blur", type=float, default=d.blur, metavar="SIGMA",
+                   help="Gaussian blur (sigma in pixels) before comparing, against noise")
+    g.add_argument("--edges", choices=("none", "sobel", "prewitt"), default=d.edges,
+                   help="compare gradient magnitudes instead of intensities")
+    g.add_argument("--edge-threshold", type=float, default=None, metavar="T",
+                   help="with --edges: binary edge maps (magnitude > T)")
+    g.add_argument("--align", action="store_true",
+                   help="estimate the translation (phase correlation) and compare over the overlap")
+    g.add_argument("--upsample", type=_positive_int, default=d.upsample, metavar="N",
+                   help="with --align: subpixel shift to 1/N pixel")
+    g.add_argument("--mask-zeros", action="store_true",
+                   help="with --align: zero pixels are invalid (masked normalised cross-correlation)")
+    g.add_argument("--tolerance", type=float, default=d.tolerance,
+                   help="zero norm counts pixels with |difference| > TOLERANCE (default 0)")
+    g.add_argument("--data-range", type=float, default=None, metavar="R",
+                   help="data range for PSNR and SSIM (default: from the dtype)")
+    g.add_argument("--bins", type=_positive_int, default=d.bins, help="histogram bins (default 256)")
+    g.add_argument("--metrics", default=None, metavar="A,B,...",
+                   help=f"compute only these: {','.join(ALL_METRICS)} (or histogram distances "
+                   f"{','.join(HISTOGRAM_DISTANCES)})")
+    g.add_argument("--backend", choices=("auto", "numpy", "cupy"),
+                   default=os.environ.get("GPUDIFF_BACKEND", "auto") or "auto",
+                   help="auto takes the GPU when CuPy finds one (env GPUDIFF_BACKEND)")
+    g.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help="refuse images that declare more pixels (decompression bombs); default 2^30")
+    g.add_argument("--page", type=_positive_int, default=0,
+                   help="page/frame of a multi-page TIFF or GIF (default 0)")
+    g.add_argument("--config", metavar="FILE.toml", default=None,
+                   help="read options from a TOML file (keys as CompareOptions fields, top level or "
+                   "in a [compare] table); flags given on the command line win")
+
+
+def load_config(path) -> dict:
+    """The options in a TOML file, as CompareOptions field names -> values (validated by it)."""
+    import dataclasses  # noqa: PLC0415
+
+    try:
+        import tomllib  # noqa: PLC0415
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # noqa: PLC0415
+
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: not found: check the path") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"--config {path}: not a readable TOML file ({_one_line(exc)}): fix its syntax") from None
+    data = data.get("compare", data)
+    known = {f.name for f in dataclasses.fields(CompareOptions)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown option(s) {', '.join(unknown)}: known are "
+                          f"{', '.join(sorted(known))}")
+    if isinstance(data.get("metrics"), list):
+        data["metrics"] = ",".join(data["metrics"])
+    return data
+
+
+def options_from_args(args: argparse.Namespace) -> CompareOptions:
+    return CompareOptions(
+        shape=args.shape,
+        color=args.color,
+        normalize=args.normalize,
+        blur=args.blur,
+        edges=args.edges,
+        edge_threshold=args.edge_threshold,
+        align=args.align,
+        upsample=args.upsample,
+        mask_zeros=args.mask_zeros,
+        tolerance=args.tolerance,
+        data_range=args.data_range,
+        bins=args.bins,
+        metrics=args.metrics,
+        backend=args.backend,
+        max_pixels=args.max_pixels,
+        page=args.page,
+    )
+
+
+def _cmd_compare(args) -> int:
+    from .compare import compare  # noqa: PLC0415
+
+    options = options_from_args(args)
+    result = compare(args.reference, args.moving, options=options, diff_map=args.diff_map is not None)
+    if args.diff_map is not None:
+        from .diffmap import write_heatmap  # noqa: PLC0415
+
+        write_heatmap(args.diff_map, result.diff_map)
+    if args.json:
+        print(json.dumps(result.to_dict(), allow_nan=False))
+    else:
+        print(result.format_text())
+    return EXIT_OK
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo  # noqa: PLC0415
+
+    return run_demo(args.out, backend=args.backend)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="gpudiff", description="How different are these two images? At archive scale.")
+    parser.add_argument("--version", action="version", version=f"gpudiff {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("compare", help="compare two images and print every metric",
+                       description="Compare two images: norms, PSNR, NCC, SSIM, histogram distances.")
+    p.add_argument("reference", help="reference image (PNG, JPEG, BMP, PGM/PPM, TIFF, GIF)")
+    p.add_argument("moving", help="image compared with the reference")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--diff-map", metavar="PATH", default=None, help="write a heat-map PNG of |difference|")
+    add_compare_options(p)
+    p.set_defaults(func=_cmd_compare)
+    p = sub.add_parser("demo", help="run the main job on the bundled sample (no data needed)",
+                       description="Compare the bundled sample with a shifted, blurred, noisy copy.")
+    p.add_argument("--out", default="gpudiff-demo", help="folder for the pair and the heat map")
+    p.add_argument("--backend", choices=("auto", "numpy", "cupy"),
+                   default=os.environ.get("GPUDIFF_BACKEND", "auto") or "auto")
+    p.set_defaults(func=_cmd_demo)
+    parser.subcommands = dict(sub.choices)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Run the command line; returns the exit code (0 ok, 2 usage/input errors)."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help, --version, usage errors
+        return int(exc.code or 0)
+    try:
+        if getattr(args, "config", None):
+            # Config values become the defaults; flags given on the command line still win.
+            parser.subcommands[args.command].set_defaults(**load_config(args.config))
+            args = parser.parse_args(argv)
+        return int(args.func(args))
+    except GpudiffError as exc:
+        print(f"gpudiff {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return exc.exit_code
+    except MemoryError:
+        print(f"gpudiff {args.command}: error: out of memory: use smaller images, --metrics to compute "
+              "less, or a machine with more memory", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"gpudiff {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: say so in one line, keep the traceback behind a switch
+        if os.environ.get("GPUDIFF_DEBUG"):
+            raise
+        print(f"gpudiff {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)} "
+              "(a bug: please report it; GPUDIFF_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 3
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
