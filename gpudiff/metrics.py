@@ -12,9 +12,10 @@ Three implementations compute the same numbers:
     Plain array code against the namespace ``xp`` (NumPy or CuPy). It works through row strips
     of about two million pixels, so no metric allocates full-image temporaries.
 ``numba``
-    One compiled, parallel loop on the CPU (``numba.njit(parallel=True)``): SIMD sums per row and
-    channel, then thread-private sub-histograms over the same row while it is in the L1 cache.
-    Numba is optional: without it ``auto`` falls back to ``reference``.
+    One compiled pass on the CPU: a ``numba.njit(parallel=True)`` driver whose ``prange`` over
+    thread slots calls a cached serial loop over row blocks; SIMD sums per row and channel, then
+    thread-private sub-histograms over the same row while it is in the L1 cache. Numba is
+    optional: without it ``auto`` falls back to ``reference``.
 ``cuda``
     The kernel family of ``kernels/pair_stats.cu`` (grid-stride loop, warp-shuffle block
     reductions, one atomic per block and quantity, shared-memory histograms where they fit).
@@ -63,7 +64,7 @@ _SUBHIST_BYTES = 32 * 1024
 _L1, _SSE, _MAX, _SA, _SB, _SAA, _SBB, _SAB = range(8)
 
 
-@dataclass
+@dataclass(eq=False)  # fields are arrays: compare them field by field
 class PairSums:
     """Additive statistics of an image pair ``(a, b)``, one entry per channel.
 
@@ -219,8 +220,10 @@ def pair_sums(a, b, *, tolerance=0.0, center=0.0, bins=256, hist_range=None, imp
     in a histogram. :func:`gpudiff.compare.compare` rejects NaN before calling this.
 
     Integer images are accumulated exactly in int64 (``l1`` and the sums are exact while below
-    :math:`2^{53}`); float images accumulate in float64, in row blocks of fixed size, so the result
-    does not depend on the number of threads.
+    :math:`2^{53}`), so every implementation gives the same numbers bit for bit. Float images
+    accumulate in float64: with 'numba' in row blocks of fixed size (the result does not depend on
+    the number of threads), with 'cuda' block totals are added atomically in any order, so the
+    last bits may differ from run to run.
     """
     xp = _check_namespace(a, b)
     _check_arrays(a, b)
@@ -303,13 +306,19 @@ def _check_options(tolerance, center, bins, hist_range):
         raise ConfigError(f"pair_sums: center={center} must be finite")
     if hist_range is None:
         return tolerance, center, None, None
-    if isinstance(bins, bool) or int(bins) != bins or not 1 <= bins <= _MAX_BINS:
+    try:
+        whole = not isinstance(bins, bool) and int(bins) == bins
+    except (TypeError, ValueError, OverflowError):
+        whole = False
+    if not whole or not 1 <= bins <= _MAX_BINS:
         raise ConfigError(f"pair_sums: bins={bins!r} must be a whole number from 1 to {_MAX_BINS}")
     bins = int(bins)
     try:
         lo, hi = (float(v) for v in hist_range)
     except (TypeError, ValueError):
-        raise ConfigError(f"pair_sums: hist_range={hist_range!r} must be a pair of numbers (lo, hi)") from None
+        raise ConfigError(
+            f"pair_sums: hist_range={hist_range!r} must be a pair of numbers (lo, hi)"
+        ) from None
     if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo and math.isfinite((hi - lo) * bins)):
         raise ConfigError(f"pair_sums: hist_range=({lo}, {hi}) must be finite with hi > lo")
     return tolerance, center, bins, (lo, hi)
@@ -329,9 +338,13 @@ def _choose_impl(impl, xp):
         )
     if impl == "numba":
         if on_gpu:
-            raise BackendUnavailable("pair_sums: impl='numba' runs on the CPU: pass NumPy arrays or use impl='cuda'")
+            raise BackendUnavailable(
+                "pair_sums: impl='numba' runs on the CPU: pass NumPy arrays or use impl='cuda'"
+            )
         if _numba is None:
-            raise BackendUnavailable("pair_sums: impl='numba' needs Numba: pip install numba, or use impl='reference'")
+            raise BackendUnavailable(
+                "pair_sums: impl='numba' needs Numba: pip install numba, or use impl='reference'"
+            )
     return impl
 
 
@@ -494,7 +507,7 @@ def _pair_sums_reference(xp, a, b, C, tolerance, center, bins, hist_range):
 
 
 # --------------------------------------------------------------------------------------------------
-# numba: one compiled loop over the pair
+# numba: one compiled pass over the pair
 #
 # Layout: a, b are C-contiguous (H, W*C). Rows are grouped in blocks of about _BLOCK_PIXELS pixels;
 # each of ``nslots`` parallel slots takes a contiguous range of blocks. Sums are written per block,
@@ -749,7 +762,9 @@ if _numba is not None:
             _flush(h, hist_out, hsize, nsub)
 
     @_serial
-    def _float_slot(a, b, C, tol, center, lo, hi, nbins, nsub, block_rows, blk0, blk1, sums, counts, hist_out):
+    def _float_slot(
+        a, b, C, tol, center, lo, hi, nbins, nsub, block_rows, blk0, blk1, sums, counts, hist_out
+    ):
         """Blocks [blk0, blk1) of the pair: sums and counts per block, histograms into hist_out."""
         H = a.shape[0]
         L = a.shape[1]
@@ -997,7 +1012,9 @@ def _pair_sums_cuda(xp, a, b, C, tolerance, center, bins, hist_range):
             shared_mem=shared_bytes,
         )
         host = _backend.to_host(buf)  # sync: the only transfer
-    return _decode_cuda_buffer(host, C=C, nbins=nbins, npix=npix, is_int=is_int, center=center, hist_range=hist_range)
+    return _decode_cuda_buffer(
+        host, C=C, nbins=nbins, npix=npix, is_int=is_int, center=center, hist_range=hist_range
+    )
 
 
 def _decode_cuda_buffer(host, *, C, nbins, npix, is_int, center, hist_range):

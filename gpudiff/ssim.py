@@ -218,22 +218,25 @@ def _ssim_map_2d(x, y, w, c1, c2, xp):
     ndi = _backend.ndimage(xp)
     f32 = xp.float32
     weights = xp.asarray(w, dtype=xp.float64)
-    offset = _offset(x, xp).astype(f32)  # stays on the device
+    # Each image gets its own offset (variances and the covariance do not change under separate
+    # shifts), so float32 keeps its digits when the two means are far apart.
+    off_x = _offset(x, xp).astype(f32)  # stays on the device
+    off_y = _offset(y, xp).astype(f32)
 
     def filt(z):
         z = ndi.correlate1d(z, weights, axis=0, mode="reflect", output=f32)
         return ndi.correlate1d(z, weights, axis=1, mode="reflect", output=f32)
 
-    a = x.astype(f32) - offset
-    b = y.astype(f32) - offset
+    a = x.astype(f32) - off_x
+    b = y.astype(f32) - off_y
     mx = filt(a)
     my = filt(b)
     sxx = filt(a * a) - mx * mx
     syy = filt(b * b) - my * my
     sxy = filt(a * b) - mx * my
     del a, b
-    ux = mx + offset
-    uy = my + offset
+    ux = mx + off_x
+    uy = my + off_y
     c1 = f32(c1)
     c2 = f32(c2)
     return ((2 * ux * uy + c1) * (2 * sxy + c2)) / ((ux * ux + uy * uy + c1) * (sxx + syy + c2))

@@ -221,8 +221,8 @@ __device__ __forceinline__ void pair_stats_body(const T* __restrict__ a, const T
                     const int ia = ps_bin<T>(va, lut, lo, hi, fbins, width, nbins);
                     const int ib = ps_bin<T>(vb, lut, lo, hi, fbins, width, nbins);
                     if (GLOBAL_HIST) {
-                        if (ia >= 0) atomicAdd(hist + (size_t)c * nbins + ia, 1ULL);
-                        if (ib >= 0) atomicAdd(hist + (size_t)(C + c) * nbins + ib, 1ULL);
+                        if (ia >= 0) atomicAdd(hist + c * nbins + ia, 1ULL);
+                        if (ib >= 0) atomicAdd(hist + (C + c) * nbins + ib, 1ULL);
                     } else {
                         if (ia >= 0) atomicAdd(ps_shist + c * nbins + ia, 1u);
                         if (ib >= 0) atomicAdd(ps_shist + (C + c) * nbins + ib, 1u);

@@ -43,6 +43,9 @@ def test_every_metric_equals_its_oracle_uint8(xp, camera_pair):
     assert r.mse == pytest.approx(skm.mean_squared_error(a, b), rel=1e-12)
     assert r.rmse == pytest.approx(cv2.norm(a, b, cv2.NORM_L2) / np.sqrt(n), rel=1e-9)
     assert r.psnr == pytest.approx(skm.peak_signal_noise_ratio(a, b, data_range=255), rel=1e-9)
+    # scikit-image's NRMSE (euclidean) is RMSE / sqrt(mean(reference^2))
+    nrmse = skm.normalized_root_mse(a, b, normalization="euclidean")
+    assert r.rmse / np.sqrt(np.mean(a.astype(np.float64) ** 2)) == pytest.approx(nrmse, rel=1e-9)
     assert r.max_abs == cv2.norm(a, b, cv2.NORM_INF)
     assert r.ncc == pytest.approx(np.corrcoef(a.ravel(), b.ravel())[0, 1], rel=1e-9)
     ssim = skm.structural_similarity(

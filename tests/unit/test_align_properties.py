@@ -98,8 +98,10 @@ def test_crop_window_shift_recovered_exactly(xp, brick, h, w, fy, fx, upsample):
     if upsample == 1:
         assert got.shift == (sy, sx)
     else:
-        # the crop edges pull the interpolated peak towards 0 by up to 0.1 px (scikit-image too)
-        np.testing.assert_allclose(got.shift, (sy, sx), atol=0.1 + 1e-9)
+        # the crop edges (no wrap-around) pull the interpolated peak towards 0: by up to 0.2 px when
+        # a quarter of the window is not shared (scikit-image gives the same, e.g. 0.8 for 1 at
+        # 96x96 with sx=24); the integer estimate is exact (above)
+        np.testing.assert_allclose(got.shift, (sy, sx), atol=0.25)
     # the peak height falls with the overlap fraction (about 0.5 to 0.9 of it on brick.png); the
     # noise floor here is about 3 / sqrt(h * w) < 0.03
     overlap = (1 - abs(sy) / h) * (1 - abs(sx) / w)

@@ -135,7 +135,9 @@ def random_pair(rng, shape, dtype, *, similar=True):
             b = rng.integers(0, top + 1, size=shape).astype(dtype)
         return a, b
     a = rng.normal(0.5, 0.3, size=shape).astype(dtype)
-    b = (a + rng.normal(0, 0.05, size=shape)).astype(dtype) if similar else rng.normal(size=shape).astype(dtype)
+    if similar:
+        return a, (a + rng.normal(0, 0.05, size=shape)).astype(dtype)
+    b = rng.normal(size=shape).astype(dtype)
     return a, b
 
 
@@ -228,7 +230,8 @@ def test_numba_matches_reference_on_a_real_image(data_dir, dtype):
         a, b = a8.astype(np.uint16) * 257, b8.astype(np.uint16) * 257
     else:
         a, b = (a8 / 255.0).astype(dtype), (b8 / 255.0).astype(dtype)
-    kw = dict(tolerance=0.01 if a.dtype.kind == "f" else 2, center=0.4, bins=100, hist_range=full_range(dtype))
+    tolerance = 0.01 if a.dtype.kind == "f" else 2
+    kw = dict(tolerance=tolerance, center=0.4, bins=100, hist_range=full_range(dtype))
     for x, y in ((a, b), (a[..., 1], b[..., 1])):
         ref = pair_sums(x, y, impl="reference", **kw)
         fast = pair_sums(x, y, impl="numba", **kw)
@@ -420,7 +423,8 @@ def test_constant_images(impl, dtype):
 def test_tolerance_counts_strictly_greater(impl, dtype):
     a = np.array([[0, 1, 2, 3, 4, 5]], dtype=dtype)
     b = np.zeros_like(a)
-    got = [pair_sums(a, b, tolerance=t, impl=impl).l0[0] for t in (0, 0.5, 1, 2.5, 3, 4.999, 5, 1e9, math.inf)]
+    tolerances = (0, 0.5, 1, 2.5, 3, 4.999, 5, 1e9, math.inf)
+    got = [pair_sums(a, b, tolerance=t, impl=impl).l0[0] for t in tolerances]
     assert got == [5, 5, 4, 3, 2, 1, 0, 0, 0]
 
 
@@ -665,7 +669,9 @@ def test_cuda_kernel_names_exist_in_the_source():
     src = _kernels.kernel_source("pair_stats")
     families = set(re.findall(r"PS_FAMILY\((\w+), ", src))
     prefixes = set(re.findall(r"PS_KERNEL\((\w+)##SUFFIX", src))
-    assert prefixes == {"pair_stats_", "pair_stats_global_hist_", "pair_stats_c1_", "pair_stats_global_hist_c1_"}
+    assert prefixes == {
+        "pair_stats_", "pair_stats_global_hist_", "pair_stats_c1_", "pair_stats_global_hist_c1_"
+    }  # fmt: skip
     defined = {p + f for p in prefixes for f in families}
     for dtype in DTYPES:
         for C in (1, 3):
@@ -708,3 +714,276 @@ def test_imports_and_runs_without_optional_packages(blocked):
                          cwd=Path(metrics.__file__).parents[1])  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["64", "12"]
+
+
+# --------------------------------------------------------------------------------------------------
+# the CUDA kernel's logic on the CPU: kernels/pair_stats.cu compiled as C++ with a small emulation
+# of the CUDA features it uses (a std::thread per CUDA thread, blocks one after another,
+# std::barrier for __syncthreads and warp shuffles, std::atomic_ref for atomics), driven through
+# the real host code (metrics._pair_sums_cuda) with a stand-in for CuPy. It checks indexing,
+# reductions, histogram privatisation and the host's argument order and decoding; not speed, and
+# not NVRTC (test_cuda_source_compiles_without_warnings and the GPU tests cover those).
+
+_EMU_PRELUDE = r"""
+#include <atomic>
+#include <barrier>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+struct emu_dim3 { unsigned x, y, z; };
+static thread_local emu_dim3 threadIdx, blockIdx;
+static emu_dim3 blockDim, gridDim;
+static std::barrier<>* emu_block_barrier;
+static std::vector<std::unique_ptr<std::barrier<>>> emu_warp_barriers;
+static unsigned long long emu_slots[1024];
+static unsigned int* emu_dyn_shared;
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __restrict__
+#define __launch_bounds__(x)
+#define __shared__ static
+static inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
+template <class T> static T __shfl_down_sync(unsigned, T v, int off) {
+    static_assert(sizeof(T) == 8, "8-byte shuffles only");
+    const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    unsigned long long bits; std::memcpy(&bits, &v, 8);
+    emu_slots[threadIdx.x] = bits;
+    emu_warp_barriers[warp]->arrive_and_wait();
+    unsigned long long o = (lane + off < 32) ? emu_slots[threadIdx.x + off] : bits;
+    emu_warp_barriers[warp]->arrive_and_wait();
+    T r; std::memcpy(&r, &o, 8); return r;
+}
+static inline double atomicAdd(double* p, double v) { return std::atomic_ref<double>(*p).fetch_add(v); }
+static inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+    return std::atomic_ref<unsigned long long>(*p).fetch_add(v); }
+static inline unsigned atomicAdd(unsigned* p, unsigned v) {
+    return std::atomic_ref<unsigned>(*p).fetch_add(v); }
+static inline unsigned long long atomicMax(unsigned long long* p, unsigned long long v) {
+    std::atomic_ref<unsigned long long> r(*p); unsigned long long cur = r.load();
+    while (cur < v && !r.compare_exchange_weak(cur, v)) {}
+    return cur;
+}
+static inline double __dadd_rn(double a, double b) { return a + b; }
+static inline double __dsub_rn(double a, double b) { return a - b; }
+static inline double __dmul_rn(double a, double b) { return a * b; }
+static inline double __ddiv_rn(double a, double b) { return a / b; }
+static inline long long __double_as_longlong(double x) { long long r; std::memcpy(&r, &x, 8); return r; }
+template <class T> static inline T __ldg(const T* p) { return *p; }
+"""
+
+_EMU_LAUNCH = r"""
+template <class F, class... A>
+static void emu_launch(F kernel, unsigned grid, unsigned block, unsigned long long shmem, A... args) {
+    gridDim = {grid, 1, 1};
+    blockDim = {block, 1, 1};
+    std::vector<unsigned> dyn(shmem / 4 + 1, 0xdeadbeefu);  // garbage: the kernel must zero it
+    emu_dyn_shared = dyn.data();
+    for (unsigned bx = 0; bx < grid; ++bx) {
+        std::barrier<> bar(block);
+        emu_block_barrier = &bar;
+        emu_warp_barriers.clear();
+        for (unsigned w = 0; w < (block + 31) / 32; ++w)
+            emu_warp_barriers.emplace_back(new std::barrier<>(32));
+        std::vector<std::thread> ts;
+        for (unsigned t = 0; t < block; ++t)
+            ts.emplace_back([=] { threadIdx = {t, 0, 0}; blockIdx = {bx, 0, 0}; kernel(args...); });
+        for (auto& t : ts) t.join();
+    }
+}
+#define EMU_ENTRY(NAME, T, I)                                                                          \
+    extern "C" void emu_##NAME(unsigned grid, unsigned block, unsigned long long shmem, const void* a,  \
+        const void* b, long long npix, int C, double tol, unsigned long long itol, double center,        \
+        int nbins, double lo, double hi, const void* lut, void* sums, void* counts, void* hist) {        \
+        emu_launch(NAME, grid, block, shmem, (const T*)a, (const T*)b, (I)npix, C, tol, itol, center,    \
+                   nbins, lo, hi, (const unsigned int*)lut, (PsTraits<T>::Acc*)sums, (u64*)counts,      \
+                   (u64*)hist);                                                                          \
+    }
+#define EMU_FAMILY(SUFFIX, T, I) EMU_ENTRY(pair_stats_##SUFFIX, T, I) \
+    EMU_ENTRY(pair_stats_global_hist_##SUFFIX, T, I) EMU_ENTRY(pair_stats_c1_##SUFFIX, T, I) \
+    EMU_ENTRY(pair_stats_global_hist_c1_##SUFFIX, T, I)
+EMU_FAMILY(u8_i32, unsigned char, int)
+EMU_FAMILY(u8_i64, unsigned char, long long)
+EMU_FAMILY(u16_i32, unsigned short, int)
+EMU_FAMILY(u16_i64, unsigned short, long long)
+EMU_FAMILY(f32_i32, float, int)
+EMU_FAMILY(f32_i64, float, long long)
+EMU_FAMILY(f64_i32, double, int)
+EMU_FAMILY(f64_i64, double, long long)
+"""
+
+
+def _cxx20(tmp) -> str | None:
+    """A C++ compiler with <barrier> and std::atomic_ref, or None."""
+    cxx = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    if cxx is None:
+        return None
+    probe = tmp / "probe.cpp"
+    probe.write_text("#include <atomic>\n#include <barrier>\nint main(){double d=0;"
+                     "std::atomic_ref<double>(d).fetch_add(1.0);std::barrier<> b(1);b.arrive_and_wait();}\n")
+    ok = subprocess.run([cxx, "-std=c++20", "-pthread", str(probe), "-o", str(tmp / "probe")],
+                        capture_output=True, timeout=120).returncode == 0  # fmt: skip
+    return cxx if ok else None
+
+
+@pytest.fixture(scope="module")
+def emulated_kernels(tmp_path_factory):
+    import ctypes
+
+    from gpudiff import _kernels
+
+    tmp = tmp_path_factory.mktemp("emu")
+    cxx = _cxx20(tmp)
+    if cxx is None:
+        pytest.skip("no C++20 compiler (g++ or clang++ with <barrier>) to emulate the CUDA kernel")
+    src = _kernels.kernel_source("pair_stats")
+    shared_decl = "extern __shared__ unsigned int ps_shist[];"
+    assert shared_decl in src
+    src = src.replace(shared_decl, "unsigned int* ps_shist = emu_dyn_shared;")
+    (tmp / "emu.cpp").write_text(_EMU_PRELUDE + src + _EMU_LAUNCH)
+    lib = tmp / "libemu.so"
+    cmd = [cxx, "-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-w", str(tmp / "emu.cpp")]
+    cmd += ["-o", str(lib)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return ctypes.CDLL(str(lib))
+
+
+class _FakeCupyArray(np.ndarray):
+    @property
+    def device(self):
+        return type("Device", (), {"id": 0})()
+
+
+class _FakeDevice:
+    def __init__(self, device_id=0):
+        self.id = device_id
+        self.attributes = {"MultiProcessorCount": 1}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _FakeCupy:
+    """Just enough of CuPy for metrics._pair_sums_cuda, on host memory."""
+
+    uint32, uint64, float64 = np.uint32, np.uint64, np.float64
+
+    class cuda:  # noqa: N801
+        Device = _FakeDevice
+
+    @staticmethod
+    def zeros(n, dtype):
+        return np.zeros(n, dtype).view(_FakeCupyArray)
+
+    @staticmethod
+    def asarray(x):
+        return np.array(x).view(_FakeCupyArray)
+
+
+@pytest.fixture
+def emulated_cuda(emulated_kernels, monkeypatch):
+    """``run(a, b, rename=None, **pair_sums options)``: the CUDA path on the emulated kernels."""
+    import ctypes
+
+    from gpudiff import _kernels
+
+    launched = []
+    ctype = {np.int32: ctypes.c_longlong, np.int64: ctypes.c_longlong, np.uint64: ctypes.c_ulonglong,
+             np.float64: ctypes.c_double}  # fmt: skip
+    ctype_int = {np.int32: ctypes.c_int}
+
+    def get_function(family, name, *, device_id=None):
+        entry = getattr(emulated_kernels, "emu_" + name)
+
+        def kernel(grid, block, args, shared_mem=0):
+            assert len(args) == 14
+            assert type(args[2]) is (np.int32 if name.endswith("_i32") else np.int64), name
+            cargs = []
+            for i, x in enumerate(args):
+                if isinstance(x, np.ndarray):
+                    assert x.flags.c_contiguous
+                    cargs.append(ctypes.c_void_p(x.ctypes.data))
+                elif i == 2:  # the index, widened by the entry point
+                    cargs.append(ctypes.c_longlong(int(x)))
+                else:
+                    cargs.append((ctype_int.get(type(x)) or ctype[type(x)])(x.item()))
+            launched.append(name)
+            entry(ctypes.c_uint(grid[0]), ctypes.c_uint(block[0]), ctypes.c_ulonglong(shared_mem), *cargs)
+
+        return kernel
+
+    monkeypatch.setattr(_kernels, "get_function", get_function)
+    monkeypatch.setattr(metrics, "_CUDA_BLOCK", 64)  # fewer threads to emulate; any multiple of 32 works
+    fake = _FakeCupy()
+    original_name = metrics._cuda_kernel_name
+
+    def run(a, b, *, rename=None, **kw):
+        monkeypatch.setattr(
+            metrics, "_cuda_kernel_name", original_name if rename is None else
+            (lambda *args: rename(*original_name(*args)))
+        )  # fmt: skip
+        H, W = a.shape[:2]
+        C = 1 if a.ndim == 2 else a.shape[2]
+        a2 = np.ascontiguousarray(a).reshape(H, W * C).view(_FakeCupyArray)
+        b2 = np.ascontiguousarray(b).reshape(H, W * C).view(_FakeCupyArray)
+        tol, center, bins, hist_range = metrics._check_options(
+            kw.get("tolerance", 0.0), kw.get("center", 0.0), kw.get("bins", 256), kw.get("hist_range")
+        )
+        return metrics._pair_sums_cuda(fake, a2, b2, C, tol, center, bins, hist_range)
+
+    run.launched = launched
+    return run
+
+
+def _rename(variant):
+    def rename(name, shared):
+        if "i64" in variant:
+            name = name.replace("_i32", "_i64")
+        if "general" in variant:
+            name = name.replace("_c1_", "_")
+        if "global" in variant and "global_hist" not in name:
+            name, shared = name.replace("pair_stats_", "pair_stats_global_hist_", 1), 0
+        return name, shared
+
+    return rename
+
+
+@pytest.mark.parametrize(
+    ("dtype", "variant"),
+    [(d, "chosen") for d in DTYPES]
+    + [(np.uint16, "i64-general"), (np.float32, "i64-general"), (np.uint8, "global"), (np.float64, "global"),
+       (np.uint8, "global-i64-general"), (np.float32, "global-i64")],
+)  # fmt: skip
+def test_emulated_cuda_kernel_matches_reference(emulated_cuda, dtype, variant):
+    rng = np.random.default_rng(15)
+    rename = None if variant == "chosen" else _rename(variant)
+    is_int = np.dtype(dtype).kind == "u"
+    for shape in [(1, 1), (37, 29, 3), (203, 5)] if variant == "chosen" else [(37, 29, 3), (203, 5)]:
+        a, b = random_pair(rng, shape, dtype, similar=False)
+        for kw in (
+            dict(),
+            dict(tolerance=1.5 if is_int else 0.05, center=0.3, bins=33, hist_range=full_range(dtype)),
+        ):
+            want = pair_sums(a, b, impl="reference", **kw)
+            assert_same_sums(want, emulated_cuda(a, b, rename=rename, **kw), exact=is_int)
+    assert all(("_i64" in n) == ("i64" in variant) for n in emulated_cuda.launched)
+
+
+def test_emulated_cuda_kernel_two_and_four_channels_and_nan(emulated_cuda):
+    rng = np.random.default_rng(16)
+    for C in (2, 4):
+        a, b = random_pair(rng, (21, 17, C), np.uint16, similar=False)
+        kw = dict(tolerance=3, center=7.5, bins=65536, hist_range=(0, 65536))  # global histograms
+        assert_same_sums(pair_sums(a, b, impl="reference", **kw), emulated_cuda(a, b, **kw), exact=True)
+    assert "pair_stats_global_hist_u16_i32" in emulated_cuda.launched
+    a = np.array([[0.1, 0.2, np.nan, 0.4]], np.float32)
+    b = np.array([[0.1, np.nan, 0.3, 0.9]], np.float32)
+    s = emulated_cuda(a, b, hist_range=(0, 1), bins=10)
+    assert s.hist_a.sum() == 3 and s.hist_b.sum() == 3 and s.l0[0] == 1 and s.l0_any == 1
+    assert np.isnan(s.l1[0]) and np.isnan(s.sse[0])
