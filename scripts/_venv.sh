@@ -1,7 +1,7 @@
 # Sourced by scripts/test and scripts/demo: make sure a virtual environment with gpudiff (editable)
 # and the wanted extras exists, then activate it. Reinstalls when pyproject.toml changes.
 # GPUDIFF_VENV chooses the folder (default .venv); PYTHON the interpreter that creates it.
-_gd_extras="${1:-}"
+_gd_extras="${GPUDIFF_EXTRAS:-}"   # set by the caller (test: "test"; demo: none)
 _gd_venv="${GPUDIFF_VENV:-.venv}"
 _gd_hash="$(sha256sum pyproject.toml | cut -c1-16)"
 _gd_stamp="$_gd_venv/.gpudiff-installed"
