@@ -464,6 +464,19 @@ def _axis_overlap(n_ref: int, n_mov: int, d: float, axis: str, shapes: str):
     return r0, r1, i, frac
 
 
+def overlap_window(reference_shape, moving_shape, shift) -> tuple[int, int, int, int]:
+    """Where the overlap of :func:`register_overlap` lies in the reference: ``(r0, r1, c0, c1)``.
+
+    ``reference[r0:r1, c0:c1]`` is the part compared after registration (e.g. to place a map of
+    the overlap back into the reference frame).
+    """
+    dy, dx = (float(v) for v in (shift.shift if isinstance(shift, Alignment) else shift))
+    shapes = f"reference {tuple(reference_shape[:2])} and moving {tuple(moving_shape[:2])}"
+    r0, r1, _, _ = _axis_overlap(reference_shape[0], moving_shape[0], dy, "rows (dy)", shapes)
+    c0, c1, _, _ = _axis_overlap(reference_shape[1], moving_shape[1], dx, "columns (dx)", shapes)
+    return r0, r1, c0, c1
+
+
 def register_overlap(reference, moving, shift):
     """The parts of ``reference`` and ``moving`` that cover one another after registration.
 

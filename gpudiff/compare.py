@@ -53,8 +53,11 @@ class Comparison:
     data_range: float | None = None
     channels: list[dict] | None = None
     steps: tuple[str, ...] = field(default=())
-    #: |difference| of the compared (prepared, aligned) pair, (H, W) float32 on the host; only
-    #: with ``compare(..., diff_map=True)``.
+    #: Where the compared region lies in the (prepared) reference: (r0, r1, c0, c1); the whole
+    #: image without alignment.
+    window: tuple[int, int, int, int] | None = None
+    #: |difference| of the compared (prepared, aligned) pair, (h, w) float32 on the host, covering
+    #: ``window``; only with ``compare(..., diff_map=True)``.
     diff_map: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
@@ -217,10 +220,12 @@ def _compare_arrays(ref, mov, options: CompareOptions, xp, *, names, diff_map=Fa
     from .preprocess import prepare_pair  # noqa: PLC0415
 
     alignment = None
+    window = None
 
     def register(a, b):
         nonlocal alignment
-        from .align import phase_cross_correlation, register_overlap  # noqa: PLC0415
+        nonlocal window
+        from .align import overlap_window, phase_cross_correlation, register_overlap  # noqa: PLC0415
 
         ga = a if a.ndim == 2 else a.mean(axis=-1, dtype=xp.float32)
         gb = b if b.ndim == 2 else b.mean(axis=-1, dtype=xp.float32)
@@ -228,6 +233,7 @@ def _compare_arrays(ref, mov, options: CompareOptions, xp, *, names, diff_map=Fa
         if options.mask_zeros:
             masks = {"reference_mask": ga != 0, "moving_mask": gb != 0}
         alignment = phase_cross_correlation(ga, gb, upsample_factor=options.upsample, **masks)
+        window = overlap_window(a.shape, b.shape, alignment.shift)
         a, b = register_overlap(a, b, alignment.shift)
         dy, dx = alignment.shift
         return a, b, f"align({dy:g},{dx:g})"
@@ -272,6 +278,7 @@ def _compare_arrays(ref, mov, options: CompareOptions, xp, *, names, diff_map=Fa
         result.diff_map = _backend.to_host(absolute_difference(a, b))  # sync
     result.shift = shift
     result.confidence = confidence
+    result.window = window if window is not None else (0, a.shape[0], 0, a.shape[1])
     result.backend = _backend.backend_name(xp)
     result.steps = tuple(steps)
     return result
