@@ -142,9 +142,92 @@ def _cmd_compare(args) -> int:
     return EXIT_OK
 
 
-def _cmd_demo(args) -> int:
-    from .demo import run_demo  # noqa: PLC0415
+def _cmd_run(args) -> int:
+    from .plan import parse_shard  # noqa: PLC0415
+    from .runner import RunConfig, run  # noqa: PLC0415
 
+    options = options_from_args(args)
+    cfg = RunConfig(
+        source=args.source,
+        out=args.out,
+        component=args.component,
+        pairs=args.pairs,
+        chunk=args.chunk,
+        save_maps=tuple(m for m in (args.save_maps or "").split(",") if m),
+        scheduler=args.scheduler,
+        workers=args.workers,
+        shard=parse_shard(args.shard) if args.shard else None,
+        overwrite=args.overwrite,
+        log_json=args.log_json,
+        progress=False if args.no_progress else None,
+    )
+    report = run(cfg, options)
+    items = report.done + report.failed + report.pending
+    if args.log_json:
+        print(json.dumps({"event": "summary", "items": items, "done": report.done, "failed": report.failed,
+                          "pending": report.pending, "elapsed_s": round(report.elapsed_s, 3),
+                          "exit_code": report.exit_code, "store": args.out}), file=sys.stderr)
+    else:
+        print(f"gpudiff run: {items} items: {report.done} done, {report.failed} failed, {report.pending} "
+              f"pending ({report.chunks_run} chunks run, {report.chunks_skipped} already done) in "
+              f"{report.elapsed_s:.1f} s; store {args.out}", file=sys.stderr)
+        for item, err in report.failures[:5]:
+            print(f"  item {item} failed: {err}", file=sys.stderr)
+        if len(report.failures) > 5:
+            print(f"  ... and {len(report.failures) - 5} more (gpudiff status {args.out})", file=sys.stderr)
+        if report.pending:
+            print("gpudiff run: interrupted; run the same command again to resume", file=sys.stderr)
+    return report.exit_code
+
+
+def _cmd_status(args) -> int:
+    from .store import ResultStore  # noqa: PLC0415
+
+    store = ResultStore.open(args.store)
+    summary = store.summary()
+    if args.json:
+        print(json.dumps(summary, default=str))
+    else:
+        print(_format_status(args.store, summary))
+    return EXIT_OK
+
+
+def _format_status(path, s: dict) -> str:
+    lines = [f"{path}: {s.get('n_items', '?')} items: {s.get('done', 0)} done, {s.get('failed', 0)} failed, "
+             f"{s.get('pending', 0)} pending"]
+    for k in ("created", "last_write", "rate_items_per_s", "backend", "source"):
+        if s.get(k) is not None:
+            lines.append(f"  {k.replace('_', ' ')}: {s[k]}")
+    for f in s.get("failures", [])[:20]:
+        if isinstance(f, dict):
+            lines.append(f"  item {f.get('item')} failed: {f.get('error')}")
+        else:
+            lines.append(f"  item {f[0]} failed: {f[1]}")
+    return "\n".join(lines)
+
+
+def _cmd_export(args) -> int:
+    from .export import export_csv, export_parquet  # noqa: PLC0415
+    from .store import ResultStore  # noqa: PLC0415
+
+    store = ResultStore.open(args.store)
+    if args.format == "parquet":
+        if not args.output:
+            raise ConfigError("--format parquet writes a file: add -o results.parquet")
+        export_parquet(store, args.output)
+    elif args.output:
+        with open(args.output, "w", newline="") as f:
+            export_csv(store, f)
+    else:
+        export_csv(store, sys.stdout)
+    return EXIT_OK
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo, run_pair_demo  # noqa: PLC0415
+
+    if args.pair:
+        return run_pair_demo(args.out, backend=args.backend)
     return run_demo(args.out, backend=args.backend)
 
 
@@ -162,9 +245,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--diff-map", metavar="PATH", default=None, help="write a heat-map PNG of |difference|")
     add_compare_options(p)
     p.set_defaults(func=_cmd_compare)
-    p = sub.add_parser("demo", help="run the main job on the bundled sample (no data needed)",
-                       description="Compare the bundled sample with a shifted, blurred, noisy copy.")
-    p.add_argument("--out", default="gpudiff-demo", help="folder for the pair and the heat map")
+    p = sub.add_parser("run", help="compare the frames of a sequence (or a pair manifest) into a Zarr store",
+                       description="Batch: a folder/glob of images, a multi-page TIFF/OME-TIFF, a Zarr array, "
+                       "a video or a CSV pair manifest -> a resumable Zarr result store. Exit codes: 0 done, "
+                       "1 finished with failed items, 2 usage/input error, 75 interrupted (rerun to resume).")
+    p.add_argument("source", help="folder, glob, .tif stack, .zarr array, video, or manifest.csv")
+    p.add_argument("--out", required=True, metavar="STORE.zarr", help="the result store (created or resumed)")
+    p.add_argument("--component", default=None, help="array path inside a Zarr store")
+    p.add_argument("--pairs", choices=("consecutive", "first"), default="consecutive",
+                   help="consecutive: frame t-1 with t (default); first: every frame with frame 0")
+    p.add_argument("--chunk", type=_positive_int, default=32, help="items per task and store chunk (default 32)")
+    p.add_argument("--save-maps", default="", metavar="diff", help="also store per-pixel maps (diff)")
+    p.add_argument("--scheduler", default=None,
+                   help="threads (default: local threads), local:N (N worker processes), cuda "
+                   "(dask-cuda, a worker per GPU), or tcp://host:port of a running scheduler")
+    p.add_argument("--workers", type=_positive_int, default=None, help="threads of the local scheduler")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="do part I of N (default: SLURM_ARRAY_TASK_ID/COUNT when set)")
+    p.add_argument("--overwrite", action="store_true", help="delete an existing store and start again")
+    p.add_argument("--log-json", action="store_true", help="progress and summary as JSON lines on stderr")
+    p.add_argument("--no-progress", action="store_true", help="plain periodic lines even on a terminal")
+    add_compare_options(p)
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("status", help="done / failed / pending of a result store, and what failed")
+    p.add_argument("store")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("export", help="one row per item as CSV (stdout) or Parquet")
+    p.add_argument("store")
+    p.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    p.add_argument("-o", "--output", default=None, help="output file (CSV default: stdout)")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("demo", help="run the main job on an embedded default (no data needed)",
+                       description="Generate a short time-lapse from the bundled sample and run the batch "
+                       "pipeline on it (local Dask, local Zarr store, NumPy without a GPU).")
+    p.add_argument("--out", default="gpudiff-demo", help="folder for the sample data and the result store")
+    p.add_argument("--pair", action="store_true", help="show one pairwise comparison instead of a batch")
     p.add_argument("--backend", choices=("auto", "numpy", "cupy"),
                    default=os.environ.get("GPUDIFF_BACKEND", "auto") or "auto")
     p.set_defaults(func=_cmd_demo)
@@ -193,6 +312,12 @@ def main(argv=None) -> int:
         print(f"gpudiff {args.command}: error: out of memory: use smaller images, --metrics to compute "
               "less, or a machine with more memory", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `gpudiff export ... | head`: the reader left, which is fine
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep Python's exit flush quiet
+        except OSError:
+            pass
+        return EXIT_OK
     except KeyboardInterrupt:
         print(f"gpudiff {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,447 @@
+"""``gpudiff run``: a sequence or a pair manifest -> a resumable Zarr result store, on Dask.
+
+source -> plan -> graph (one Dask task per chunk of items) -> store. Each task reads its own frames
+(each frame once per chunk; consecutive pairs reuse the frame already read, on the device too),
+compares every pair of its chunk, and writes its whole chunk of every array, status last. A rerun
+skips done chunks; SIGTERM stops taking work, lets running chunks finish or abandons them between
+items, and exits with 75 so a scheduler job can requeue.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _backend
+from .errors import (
+    EXIT_FAILED_ITEMS,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    ConfigError,
+    GpudiffError,
+)
+from .options import CompareOptions
+from .plan import Plan, Shard, make_plan, shard_from_env
+
+__all__ = ["RunConfig", "RunReport", "run", "process_chunk", "MAP_KINDS"]
+
+#: Per-pixel maps a run can save (``--save-maps``).
+MAP_KINDS = ("diff",)
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything about a run that is not how two images are compared."""
+
+    source: str
+    out: str
+    component: str | None = None
+    pairs: str = "consecutive"
+    chunk: int = 32
+    save_maps: tuple[str, ...] = ()
+    scheduler: str | None = None  # None/'threads': local threads; 'local:N'; 'tcp://host:port'
+    workers: int | None = None
+    shard: Shard | None = None
+    overwrite: bool = False
+    log_json: bool = False
+    progress: bool | None = None  # None: a bar on a terminal, plain lines otherwise
+    log_every_s: float = 10.0
+
+    def __post_init__(self):
+        bad = sorted(set(self.save_maps) - set(MAP_KINDS))
+        if bad:
+            raise ConfigError(f"--save-maps {','.join(bad)}: known maps are {', '.join(MAP_KINDS)}")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"--workers {self.workers} must be >= 1")
+
+
+@dataclass
+class RunReport:
+    exit_code: int
+    done: int = 0
+    failed: int = 0
+    pending: int = 0
+    chunks_run: int = 0
+    chunks_skipped: int = 0
+    elapsed_s: float = 0.0
+    interrupted: bool = False
+    failures: list = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------------
+# the per-chunk task (runs on a Dask worker: thread or process)
+
+_STOP = threading.Event()
+
+
+@dataclass
+class ChunkResult:
+    chunk: int
+    done: int = 0
+    failed: int = 0
+    abandoned: bool = False
+    failures: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def process_chunk(source, plan: Plan, c: int, options: CompareOptions, out: str, save_maps=(),
+                  stop: threading.Event | None = None) -> ChunkResult:
+    """Compare every item of chunk ``c`` and write the chunk to the store (status last)."""
+    from .compare import compare  # noqa: PLC0415
+    from .store import ResultStore, metric_columns  # noqa: PLC0415
+
+    stop = _STOP if stop is None else stop
+    t0 = time.perf_counter()
+    res = ChunkResult(c)
+    if stop.is_set():
+        res.abandoned = True
+        return res
+    store = ResultStore.open(out, mode="r+")
+    s = plan.chunk_slice(c)
+    refs, movs = plan.reference[s], plan.moving[s]
+    n = len(refs)
+    names = metric_columns(options)
+    columns = {name: np.full(n, np.nan) for name in names}
+    if options.align:
+        columns["shift"] = np.full((n, 2), np.nan)
+    maps = {}
+    if "diff" in save_maps:
+        h, w = _frame_hw(store)
+        maps["maps/diff"] = np.full((n, h, w), np.nan, dtype=np.float32)
+    status = np.zeros(n, dtype=np.uint8)
+    errors = [""] * n
+
+    xp = _backend.resolve_backend(options.backend)
+    cache: dict[int, object] = {}
+    last_use = {}
+    for k, (r, m) in enumerate(zip(refs.tolist(), movs.tolist())):
+        last_use[r] = k
+        last_use[m] = k
+
+    def frame(i):
+        if i not in cache:
+            try:
+                cache[i] = _backend.asarray(source.read(i), xp)  # each frame crosses to the device once
+            except GpudiffError as exc:
+                cache[i] = exc
+            except Exception as exc:  # a decoder's own exception: fail the items, keep going
+                cache[i] = GpudiffError(f"{source.label(i)}: cannot read ({type(exc).__name__}: {exc})")
+        v = cache[i]
+        if isinstance(v, BaseException):
+            raise v
+        return v
+
+    for k, (r, m) in enumerate(zip(refs.tolist(), movs.tolist())):
+        if stop.is_set():
+            res.abandoned = True  # nothing of this chunk is written: it stays pending
+            return res
+        try:
+            a = frame(r)
+            b = frame(m)
+            result = compare(a, b, options=options, diff_map=bool(maps))
+            for name in names:
+                if name.startswith("hist_"):
+                    v = (result.histogram or {}).get(name[5:])
+                else:
+                    v = getattr(result, name)
+                columns[name][k] = np.nan if v is None else v
+            if options.align and result.shift is not None:
+                columns["shift"][k] = result.shift
+            if maps:
+                r0, r1, c0, c1 = result.window
+                dm = result.diff_map
+                maps["maps/diff"][k, r0 : r0 + dm.shape[0], c0 : c0 + dm.shape[1]] = dm
+            status[k] = 1
+            res.done += 1
+        except GpudiffError as exc:
+            status[k] = 2
+            errors[k] = " ".join(str(exc).split())
+            res.failed += 1
+        except MemoryError:
+            status[k] = 2
+            errors[k] = "out of memory comparing this pair: use smaller --chunk, fewer --metrics"
+            res.failed += 1
+        except Exception as exc:  # a bug must not lose the batch: record it, continue
+            status[k] = 2
+            errors[k] = f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}"
+            res.failed += 1
+        if errors[k]:
+            res.failures.append((int(s.start + k), errors[k]))
+        for i in (r, m):  # drop frames no later item of this chunk uses
+            if last_use.get(i) == k:
+                cache.pop(i, None)
+    columns.update(maps)
+    store.write_chunk(c, columns, status, errors)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _frame_hw(store) -> tuple[int, int]:
+    shape = store.attrs.get("frame_shape")
+    if not shape:
+        raise ConfigError("--save-maps needs frames of one known shape; this source has none")
+    return int(shape[0]), int(shape[1])
+
+
+# ------------------------------------------------------------------------------------------------
+# the driver
+
+
+def _fields(options: CompareOptions, cfg: RunConfig, source):
+    from .store import result_fields  # noqa: PLC0415
+
+    maps = {}
+    if "diff" in cfg.save_maps:
+        shape = source.frame_shape
+        if not shape:
+            raise ConfigError(f"--save-maps diff needs frames of one shape; {cfg.source} has mixed shapes")
+        maps["diff"] = tuple(shape[:2])
+    return result_fields(options, manifest=source.pairs() is not None, maps=maps)
+
+
+def _initial_columns(source, plan: Plan) -> dict:
+    """Columns known before any comparison: frame indices, and paths/ids for manifests."""
+    cols = {"reference_index": plan.reference, "moving_index": plan.moving}
+    if source.pairs() is not None:
+        cols["reference_path"] = np.array([source.label(int(i)) for i in plan.reference], dtype=object)
+        cols["moving_path"] = np.array([source.label(int(i)) for i in plan.moving], dtype=object)
+        ids = source.pair_ids()
+        cols["id"] = np.array(ids if ids is not None else [""] * plan.n_items, dtype=object)
+    return cols
+
+
+def _run_config_key(options: CompareOptions, cfg: RunConfig, source, plan: Plan, fields) -> dict:
+    opts = options.to_dict()
+    opts.pop("backend", None)  # where it runs does not change what is computed
+    opts.pop("max_pixels", None)
+    return {
+        "options": opts,
+        "pairs": cfg.pairs if source.pairs() is None else "manifest",
+        "chunk": plan.chunk,
+        "n_items": plan.n_items,
+        "source": source.fingerprint(),
+        "fields": [f.name for f in fields],
+        "save_maps": list(cfg.save_maps),
+    }
+
+
+class _Progress:
+    """A bar on a terminal; plain periodic lines (or JSON lines) in logs."""
+
+    def __init__(self, total_items: int, total_chunks: int, *, log_json: bool, bar: bool | None,
+                 every_s: float, stream=None):
+        self.stream = stream or sys.stderr
+        self.total_items = total_items
+        self.total_chunks = total_chunks
+        self.items = self.failed = self.chunks = 0
+        self.t0 = time.monotonic()
+        self.last = 0.0
+        self.log_json = log_json
+        self.bar = (self.stream.isatty() if bar is None else bar) and not log_json
+        self.every_s = every_s
+        self.lock = threading.Lock()
+
+    def update(self, r: ChunkResult) -> None:
+        with self.lock:
+            if not r.abandoned:
+                self.chunks += 1
+                self.items += r.done + r.failed
+                self.failed += r.failed
+            now = time.monotonic()
+            if self.bar or now - self.last >= self.every_s or self.chunks == self.total_chunks:
+                self.last = now
+                self._emit(now)
+
+    def _emit(self, now, final=False):
+        el = max(now - self.t0, 1e-9)
+        rate = self.items / el
+        left = self.total_items - self.items
+        eta = left / rate if rate > 0 else float("nan")
+        if self.log_json:
+            print(json.dumps({"event": "final" if final else "progress", "items": self.items,
+                              "total": self.total_items, "failed": self.failed,
+                              "items_per_s": round(rate, 3), "eta_s": None if math.isnan(eta) else round(eta, 1),
+                              "elapsed_s": round(el, 1)}), file=self.stream, flush=True)
+        elif self.bar:
+            frac = self.items / self.total_items if self.total_items else 1.0
+            filled = int(30 * frac)
+            print(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.items}/{self.total_items} items, "
+                  f"{rate:.1f}/s, ETA {_fmt_s(eta)}, {self.failed} failed ", end="", file=self.stream,
+                  flush=True)
+        else:
+            print(f"gpudiff run: {self.items}/{self.total_items} items, {rate:.1f} items/s, "
+                  f"ETA {_fmt_s(eta)}, {self.failed} failed", file=self.stream, flush=True)
+
+    def close(self):
+        if self.bar:
+            print(file=self.stream)
+
+
+def _fmt_s(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    s = int(round(s))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def run(cfg: RunConfig, options: CompareOptions, *, stream=None) -> RunReport:
+    """Run (or resume) a batch; returns a report whose ``exit_code`` the CLI returns.
+
+    Exit codes: 0 everything of this shard done; 1 finished but some items failed (recorded);
+    75 interrupted (SIGTERM): resume later with the same command. Input and configuration errors
+    found before starting raise (the CLI's exit code 2).
+    """
+    from .io.sources import open_source  # noqa: PLC0415
+    from .store import ResultStore  # noqa: PLC0415
+
+    t0 = time.monotonic()
+    stream = stream or sys.stderr
+    source = open_source(cfg.source, component=cfg.component, max_pixels=options.max_pixels)
+    plan = make_plan(len(source), pairs=cfg.pairs, explicit=source.pairs(), chunk=cfg.chunk)
+    fields = _fields(options, cfg, source)
+    xp = _backend.resolve_backend(options.backend)
+    attrs = {
+        "options": options.to_dict(),
+        "pairs": cfg.pairs if source.pairs() is None else "manifest",
+        "source": source.fingerprint(),
+        "source_kind": source.kind,
+        "frames": len(source),
+        "frame_shape": list(source.frame_shape) if source.frame_shape else None,
+        "backend": _backend.backend_name(xp),
+        "device": _backend.device_name(xp),
+    }
+    config = _run_config_key(options, cfg, source, plan, fields)
+    store = ResultStore.create_or_open(cfg.out, n_items=plan.n_items, chunk=plan.chunk, fields=fields,
+                                       attrs=attrs, config=config, overwrite=cfg.overwrite,
+                                       initial=_initial_columns(source, plan))
+    shard = cfg.shard or shard_from_env()
+    mine = plan.shard_chunks(shard)
+    pending = store.pending_chunks(mine)
+    report = RunReport(EXIT_OK, chunks_skipped=len(mine) - len(pending))
+    progress = _Progress(sum(plan.chunk_slice(c).stop - plan.chunk_slice(c).start for c in pending),
+                         len(pending), log_json=cfg.log_json, bar=cfg.progress, every_s=cfg.log_every_s,
+                         stream=stream)
+    _STOP.clear()
+    results = _execute(cfg, source, plan, pending, options, progress)
+    progress.close()
+    for r in results:
+        if r.abandoned:
+            continue
+        report.chunks_run += 1
+        report.failures.extend(r.failures)
+    status = store.read(["status"])["status"]
+    sel = np.concatenate([np.arange(plan.n_items)[plan.chunk_slice(c)] for c in mine]) if mine else np.arange(0)
+    st = status[sel]
+    report.done = int(np.count_nonzero(st == 1))
+    report.failed = int(np.count_nonzero(st == 2))
+    report.pending = int(np.count_nonzero(st == 0))
+    report.interrupted = _STOP.is_set() and report.pending > 0
+    report.elapsed_s = time.monotonic() - t0
+    if report.pending:
+        report.exit_code = EXIT_INTERRUPTED
+    elif report.failed:
+        report.exit_code = EXIT_FAILED_ITEMS
+    return report
+
+
+def _execute(cfg: RunConfig, source, plan: Plan, chunks, options, progress) -> list[ChunkResult]:
+    """Run the chunk tasks on the chosen Dask scheduler; SIGTERM/SIGINT stop taking new work."""
+    import dask  # noqa: PLC0415
+
+    if not chunks:
+        return []
+    tasks = [dask.delayed(_task, pure=False)(source, plan, c, options, cfg.out, cfg.save_maps)
+             for c in chunks]
+    old = _install_stop_handlers()
+    try:
+        sched = (cfg.scheduler or "threads").strip()
+        if sched in ("threads", "sync"):
+            from dask.callbacks import Callback  # noqa: PLC0415
+
+            class _CB(Callback):
+                def _posttask(self, key, result, dsk, state, worker_id):
+                    if isinstance(result, ChunkResult):
+                        progress.update(result)
+
+            with _CB():
+                kw = {"num_workers": cfg.workers} if (sched == "threads" and cfg.workers) else {}
+                return list(dask.compute(*tasks, scheduler=sched, **kw))
+        return _execute_distributed(sched, cfg, tasks, progress)
+    finally:
+        _restore_handlers(old)
+
+
+def _task(source, plan, c, options, out, save_maps):
+    """The Dask task: the module-level stop event is per process (a worker's is never set)."""
+    return process_chunk(source, plan, c, options, out, save_maps)
+
+
+def _execute_distributed(sched: str, cfg: RunConfig, tasks, progress) -> list[ChunkResult]:
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed  # noqa: PLC0415
+    except ImportError:
+        raise ConfigError(f"--scheduler {sched}: install dask[distributed] for distributed runs") from None
+    cluster = None
+    if sched.startswith("local:"):
+        try:
+            n = int(sched.split(":", 1)[1])
+        except ValueError:
+            raise ConfigError(f"--scheduler {sched}: write local:N with N worker processes") from None
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+    elif sched == "cuda":
+        try:
+            from dask_cuda import LocalCUDACluster  # noqa: PLC0415
+        except ImportError:
+            raise ConfigError("--scheduler cuda needs dask-cuda (one worker per GPU): pip install dask-cuda") from None
+        cluster = LocalCUDACluster()
+        client = Client(cluster)
+    elif "://" in sched:
+        client = Client(sched)
+    else:
+        raise ConfigError(f"--scheduler {sched!r}: use threads, local:N, cuda or tcp://host:port")
+    results = []
+    try:
+        futures = client.compute(tasks)
+        for fut in as_completed(futures):
+            if _STOP.is_set():
+                client.cancel([f for f in futures if not f.done()])
+                break
+            try:
+                r = fut.result()
+            except Exception:  # noqa: BLE001 - a chunk whose worker kept dying: left pending
+                continue
+            results.append(r)
+            progress.update(r)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return results
+
+
+def _install_stop_handlers():
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def _stop(signum, frame):
+        _STOP.set()
+
+    old = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        old[sig] = signal.signal(sig, _stop)
+    return old
+
+
+def _restore_handlers(old):
+    if not old:
+        return
+    for sig, h in old.items():
+        signal.signal(sig, h)

@@ -1,0 +1,241 @@
+"""The batch engine on real sequences: equal to a plain loop, resumable after SIGKILL, SIGTERM-safe,
+shardable, and tolerant of bad frames and of a Dask worker dying."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gpudiff
+from gpudiff.cli import main
+from gpudiff.io.sources import open_source
+from gpudiff.store import ResultStore
+
+ROOT = Path(__file__).resolve().parents[2]
+METRICS = "manhattan,zero_norm,mse,psnr,max_abs,ncc,ssim,histogram"
+
+
+def _calcium_stack(tmp_path, data_dir, n=300) -> Path:
+    """The first n pages of the real calcium-imaging time-lapse (uint16 30x40) as a TIFF stack."""
+    import tifffile
+
+    with tifffile.TiffFile(data_dir / "imageio-standard/calcium_imaging.tif") as t:
+        frames = np.stack([t.pages[i].asarray() for i in range(n)])
+    p = tmp_path / "calcium.tif"
+    tifffile.imwrite(p, frames, photometric="minisblack")
+    return p
+
+
+def _store_arrays(path) -> dict:
+    s = ResultStore.open(str(path))
+    return s.read()
+
+
+def _assert_same_store(a, b):
+    da, db = _store_arrays(a), _store_arrays(b)
+    assert sorted(da) == sorted(db)
+    for k in da:
+        va, vb = np.asarray(da[k]), np.asarray(db[k])
+        if va.dtype.kind == "f":
+            np.testing.assert_array_equal(va, vb, err_msg=k)  # NaN == NaN here
+        else:
+            assert va.tolist() == vb.tolist(), k
+
+
+def _cli(*args, env=None):
+    return subprocess.Popen([sys.executable, "-m", "gpudiff", *map(str, args)], cwd=ROOT,
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize(
+    "source, kwargs",
+    [
+        ("trackpy-timelapse/foam", {}),
+        ("trackpy-timelapse/bulk_water", {"color": "rgb"}),
+        ("cdnet2014-traffic-subset/input", {"align": True, "upsample": 10}),
+        ("bgslibrary-dataset/frames", {"blur": 1.0, "pairs": "first"}),
+    ],
+)
+def test_store_equals_a_plain_loop_over_the_pairwise_api(tmp_path, data_dir, source, kwargs):
+    kwargs = dict(kwargs)
+    pairs = kwargs.pop("pairs", "consecutive")
+    src_path = data_dir / source
+    out = tmp_path / "r.zarr"
+    argv = ["run", str(src_path), "--out", str(out), "--backend", "numpy", "--chunk", "7",
+            "--pairs", pairs, "--no-progress"]
+    for k, v in kwargs.items():
+        argv += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
+    assert main(argv) == 0
+    src = open_source(str(src_path))
+    n = len(src)
+    cols = _store_arrays(out)
+    assert (cols["status"] == 1).all()
+    expect_ref = np.arange(n - 1) if pairs == "consecutive" else np.zeros(n - 1, int)
+    assert cols["reference_index"].tolist() == expect_ref.tolist()
+    assert cols["moving_index"].tolist() == list(range(1, n))
+    for k in range(n - 1):
+        r = gpudiff.compare(src.read(int(expect_ref[k])), src.read(k + 1), backend="numpy", **kwargs)
+        assert cols["manhattan"][k] == r.manhattan
+        assert cols["zero_norm"][k] == r.zero_norm
+        assert cols["ssim"][k] == r.ssim
+        assert cols["hist_kl"][k] == r.histogram["kl"]
+        if kwargs.get("align"):
+            assert tuple(cols["shift"][k]) == r.shift
+
+
+def test_kill_at_random_moments_then_resume_gives_the_identical_store(tmp_path, data_dir):
+    stack = _calcium_stack(tmp_path, data_dir, n=400)
+    ref = tmp_path / "uninterrupted.zarr"
+    assert main(["run", str(stack), "--out", str(ref), "--backend", "numpy", "--chunk", "5",
+                 "--metrics", METRICS, "--no-progress"]) == 0
+    for seed in (1, 2, 3):
+        out = tmp_path / f"killed{seed}.zarr"
+        rng = random.Random(seed)
+        for _ in range(2):  # killed twice, at random moments
+            p = _cli("run", stack, "--out", out, "--backend", "numpy", "--chunk", "5", "--metrics", METRICS,
+                     "--no-progress")
+            time.sleep(rng.uniform(1.5, 4.0))
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+        p = _cli("run", stack, "--out", out, "--backend", "numpy", "--chunk", "5", "--metrics", METRICS,
+                 "--no-progress")
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        _assert_same_store(ref, out)
+
+
+def test_sigterm_exits_75_quickly_and_a_rerun_completes(tmp_path, data_dir):
+    stack = _calcium_stack(tmp_path, data_dir, n=1000)
+    out = tmp_path / "t.zarr"
+    args = ["run", stack, "--out", out, "--backend", "numpy", "--chunk", "4", "--no-progress",
+            "--align", "--upsample", "20"]
+    p = _cli(*args)
+    time.sleep(4.0)
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    took = time.monotonic() - t0
+    assert p.returncode == 75, err
+    assert took < 30
+    assert "resume" in err
+    st = ResultStore.open(str(out)).read(["status"])["status"]
+    assert (st == 0).any() and (st == 1).any()
+    p = _cli(*args)
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err
+    assert (ResultStore.open(str(out)).read(["status"])["status"] == 1).all()
+
+
+def test_two_shards_in_parallel_complete_one_identical_store(tmp_path, data_dir):
+    stack = _calcium_stack(tmp_path, data_dir, n=200)
+    ref = tmp_path / "single.zarr"
+    assert main(["run", str(stack), "--out", str(ref), "--backend", "numpy", "--chunk", "6",
+                 "--no-progress"]) == 0
+    out = tmp_path / "sharded.zarr"
+    procs = [_cli("run", stack, "--out", out, "--backend", "numpy", "--chunk", "6", "--no-progress",
+                  env={"SLURM_ARRAY_TASK_ID": str(i), "SLURM_ARRAY_TASK_COUNT": "2"}) for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    _assert_same_store(ref, out)
+
+
+def test_a_different_configuration_on_an_existing_store_is_refused(tmp_path, data_dir, capsys):
+    src = data_dir / "trackpy-timelapse/foam"
+    out = tmp_path / "r.zarr"
+    assert main(["run", str(src), "--out", str(out), "--backend", "numpy", "--no-progress"]) == 0
+    assert main(["run", str(src), "--out", str(out), "--backend", "numpy", "--blur", "2",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--overwrite" in err and "blur" in err
+    assert main(["run", str(src), "--out", str(out), "--backend", "numpy", "--blur", "2", "--overwrite",
+                 "--no-progress"]) == 0
+
+
+def test_bad_frames_fail_only_their_items(tmp_path, data_dir, capsys):
+    folder = tmp_path / "frames"
+    shutil.copytree(data_dir / "bgslibrary-dataset/frames", folder)
+    files = sorted(folder.iterdir())
+    bad = files[10]
+    bad.write_bytes(bad.read_bytes()[:200])  # truncated PNG
+    (folder / files[20].name).write_bytes(b"")  # zero bytes
+    out = tmp_path / "r.zarr"
+    code = main(["run", str(folder), "--out", str(out), "--backend", "numpy", "--chunk", "4", "--no-progress"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "4 failed" in err
+    cols = _store_arrays(out)
+    failed = np.flatnonzero(cols["status"] == 2).tolist()
+    assert failed == [9, 10, 19, 20]  # each bad frame is in two consecutive pairs
+    assert bad.name in cols["error"][9] and "truncated" in cols["error"][9].lower()
+    assert (cols["status"][[i for i in range(len(files) - 1) if i not in failed]] == 1).all()
+    assert np.isnan(cols["manhattan"][9]) and not np.isnan(cols["manhattan"][8])
+
+
+def test_frames_of_another_shape_follow_the_shape_policy(tmp_path, data_dir):
+    import cv2
+
+    folder = tmp_path / "frames"
+    shutil.copytree(data_dir / "trackpy-timelapse/foam", folder)
+    files = sorted(folder.iterdir())
+    img = cv2.imread(str(files[3]), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(files[3].with_suffix(".png")), img[:-5, :-7])
+    files[3].unlink()
+    out = tmp_path / "r.zarr"
+    assert main(["run", str(folder), "--out", str(out), "--backend", "numpy", "--no-progress"]) == 1
+    cols = _store_arrays(out)
+    assert cols["status"].tolist().count(2) == 2 and "--shape" in cols["error"][2]
+    assert main(["run", str(folder), "--out", str(tmp_path / "c.zarr"), "--backend", "numpy", "--shape", "crop",
+                 "--no-progress"]) == 0
+
+
+def test_worker_death_in_a_local_cluster_still_completes_identically(tmp_path, data_dir):
+    distributed = pytest.importorskip("distributed")
+    stack = _calcium_stack(tmp_path, data_dir, n=600)
+    ref = tmp_path / "single.zarr"
+    assert main(["run", str(stack), "--out", str(ref), "--backend", "numpy", "--chunk", "5",
+                 "--no-progress"]) == 0
+    out = tmp_path / "cluster.zarr"
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, host="127.0.0.1")
+    killed_at = []
+    try:
+        pids = [w.process.pid for w in cluster.workers.values()]
+
+        def kill_one_mid_run():
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                time.sleep(0.05)
+                try:
+                    done = int((ResultStore.open(str(out)).read(["status"])["status"] != 0).sum())
+                except Exception:  # noqa: BLE001 - the store is not there yet
+                    continue
+                if done >= 60:
+                    os.kill(pids[0], signal.SIGKILL)
+                    killed_at.append(done)
+                    return
+
+        killer = threading.Thread(target=kill_one_mid_run)
+        killer.start()
+        code = main(["run", str(stack), "--out", str(out), "--backend", "numpy", "--chunk", "5",
+                     "--scheduler", cluster.scheduler_address, "--no-progress"])
+        killer.join()
+        if code == 75:  # a chunk lost with its worker more often than allowed: a rerun finishes it
+            code = main(["run", str(stack), "--out", str(out), "--backend", "numpy", "--chunk", "5",
+                         "--scheduler", cluster.scheduler_address, "--no-progress"])
+        assert code == 0
+    finally:
+        cluster.close()
+    assert killed_at and killed_at[0] < 599, "the worker was not killed in the middle of the run"
+    _assert_same_store(ref, out)
