@@ -91,9 +91,10 @@ class ChunkResult:
     seconds: float = 0.0
 
 
-def process_chunk(source, plan: Plan, c: int, options: CompareOptions, out: str, save_maps=(),
+def process_chunk(source, c: int, start: int, refs, movs, options: CompareOptions, out: str, save_maps=(),
                   stop: threading.Event | None = None) -> ChunkResult:
-    """Compare every item of chunk ``c`` and write the chunk to the store (status last)."""
+    """Compare every item of chunk ``c`` (items ``start, start+1, ...`` pairing frames ``refs[k]``
+    and ``movs[k]``) and write the chunk to the store, status last."""
     from .compare import compare  # noqa: PLC0415
     from .store import ResultStore, metric_columns  # noqa: PLC0415
 
@@ -104,8 +105,8 @@ def process_chunk(source, plan: Plan, c: int, options: CompareOptions, out: str,
         res.abandoned = True
         return res
     store = ResultStore.open(out, mode="r+")
-    s = plan.chunk_slice(c)
-    refs, movs = plan.reference[s], plan.moving[s]
+    refs = np.asarray(refs, dtype=np.int64)
+    movs = np.asarray(movs, dtype=np.int64)
     n = len(refs)
     names = metric_columns(options)
     columns = {name: np.full(n, np.nan) for name in names}
@@ -173,7 +174,7 @@ def process_chunk(source, plan: Plan, c: int, options: CompareOptions, out: str,
             errors[k] = f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}"
             res.failed += 1
         if errors[k]:
-            res.failures.append((int(s.start + k), errors[k]))
+            res.failures.append((int(start + k), errors[k]))
         for i in (r, m):  # drop frames no later item of this chunk uses
             if last_use.get(i) == k:
                 cache.pop(i, None)
@@ -357,8 +358,14 @@ def _execute(cfg: RunConfig, source, plan: Plan, chunks, options, progress) -> l
 
     if not chunks:
         return []
-    tasks = [dask.delayed(_task, pure=False)(source, plan, c, options, cfg.out, cfg.save_maps)
-             for c in chunks]
+    # The source is one node of the graph (shipped to each worker once, not with every task); each
+    # task carries only its own items.
+    src = dask.delayed(source, name=f"gpudiff-source-{os.getpid()}-{id(source)}", traverse=False)
+    tasks = []
+    for c in chunks:
+        s = plan.chunk_slice(c)
+        tasks.append(dask.delayed(_task, pure=False)(src, c, s.start, plan.reference[s], plan.moving[s],
+                                                     options, cfg.out, cfg.save_maps))
     old = _install_stop_handlers()
     try:
         sched = (cfg.scheduler or "threads").strip()
@@ -378,9 +385,9 @@ def _execute(cfg: RunConfig, source, plan: Plan, chunks, options, progress) -> l
         _restore_handlers(old)
 
 
-def _task(source, plan, c, options, out, save_maps):
+def _task(source, c, start, refs, movs, options, out, save_maps):
     """The Dask task: the module-level stop event is per process (a worker's is never set)."""
-    return process_chunk(source, plan, c, options, out, save_maps)
+    return process_chunk(source, c, start, refs, movs, options, out, save_maps)
 
 
 def _execute_distributed(sched: str, cfg: RunConfig, tasks, progress) -> list[ChunkResult]:

@@ -96,9 +96,12 @@ IMAGE_EXTENSIONS = frozenset(
 )
 #: Containers opened as videos (also recognised by their magic bytes).
 VIDEO_EXTENSIONS = frozenset(
-    {".avi", ".mp4", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ogv", ".wmv", ".flv", ".ts", ".mts", ".m2ts", ".3gp"}
+    {".avi", ".mp4", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ogv", ".wmv", ".flv", ".ts", ".mts"}
+    | {".m2ts", ".3gp"}
 )
-_SEQUENCES_TEXT = "a folder or glob of images, a multi-page TIFF, a Zarr array, a video, an animated GIF or a CSV pair manifest"
+_SEQUENCES_TEXT = (
+    "a folder or glob of images, a multi-page TIFF, a Zarr array, a video, an animated GIF or a CSV pair manifest"
+)
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _DIGITS = re.compile(r"([0-9]+)")
 #: A fingerprint lists its files one by one up to this many (always: count and sha256).
@@ -970,9 +973,11 @@ class ZarrSource(Source):
             with self._lock:
                 if self._array is None:
                     try:
-                        self._array = zarr.open_array(self.path, mode="r", path=self._inner) if self._inner else zarr.open_array(self.path, mode="r")
+                        self._array = zarr.open_array(self.path, mode="r", path=self._inner or "")
                     except Exception as exc:
-                        raise InputError(f"{self._name} cannot be opened ({_first_line(exc)}): check the store") from None
+                        raise InputError(
+                            f"{self._name} cannot be opened ({_first_line(exc)}): check the store"
+                        ) from None
         return self._array
 
     def _length(self):
@@ -1585,7 +1590,9 @@ class GifSource(Source):
 # CSV manifest of pairs
 
 _MANIFEST_COLUMNS = ("reference", "moving", "id")
-_MANIFEST_FIX = "the first line must be the header 'reference,moving' (or 'reference,moving,id'), then one pair per line"
+_MANIFEST_FIX = (
+    "the first line must be the header 'reference,moving' (or 'reference,moving,id'), then one pair per line"
+)
 
 
 class ManifestSource(Source):

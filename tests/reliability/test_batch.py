@@ -239,3 +239,45 @@ def test_worker_death_in_a_local_cluster_still_completes_identically(tmp_path, d
         cluster.close()
     assert killed_at and killed_at[0] < 599, "the worker was not killed in the middle of the run"
     _assert_same_store(ref, out)
+
+
+def test_a_truncated_stack_is_reported_not_shortened(tmp_path, data_dir, capsys):
+    import tifffile
+
+    full = _calcium_stack(tmp_path, data_dir, n=20)
+    with tifffile.TiffFile(full) as t:
+        cut_at = t.pages[12].dataoffsets[0] + 10  # inside page 12's pixels: pages 0..11 survive
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(full.read_bytes()[:cut_at])
+    out = tmp_path / "r.zarr"
+    assert main(["run", str(cut), "--out", str(out), "--backend", "numpy", "--no-progress"]) == 1
+    cols = _store_arrays(out)
+    assert len(cols["status"]) == 19  # 20 declared frames -> 19 consecutive pairs, not fewer
+    assert (cols["status"][:11] == 1).all() and (cols["status"][11:] == 2).all()
+    assert "truncated" in cols["error"][11] and "cut.tif" in cols["error"][11]
+    assert "8 failed" in capsys.readouterr().err
+
+
+def test_manifest_pairs_paths_and_ids_reach_the_export(tmp_path, data_dir, capsys):
+    import csv
+    import io
+
+    frames = sorted((data_dir / "trackpy-timelapse/brightfield").iterdir())[:6]
+    man = tmp_path / "pairs.csv"
+    rows = [("reference", "moving", "id")]
+    rows += [(str(frames[0]), str(f), f"vs0-{i}") for i, f in enumerate(frames[1:4])]
+    rows += [(str(frames[4]), str(tmp_path / "gone.png"), "missing")]
+    man.write_text("\n".join(",".join(r) for r in rows) + "\n")
+    out = tmp_path / "m.zarr"
+    assert main(["run", str(man), "--out", str(out), "--backend", "numpy", "--no-progress",
+                 "--metrics", "manhattan,ssim"]) == 1
+    capsys.readouterr()
+    assert main(["export", str(out)]) == 0
+    table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["id"] for r in table] == ["vs0-0", "vs0-1", "vs0-2", "missing"]
+    assert table[1]["reference"].endswith(frames[0].name) and table[1]["moving"].endswith(frames[2].name)
+    assert [r["status"] for r in table] == ["done", "done", "done", "failed"]
+    assert "gone.png" in table[3]["error"]
+    r = gpudiff.compare(str(frames[0]), str(frames[2]), backend="numpy", metrics="manhattan,ssim")
+    assert float(table[1]["manhattan"]) == pytest.approx(r.manhattan, rel=1e-12)
+    assert float(table[1]["ssim"]) == pytest.approx(r.ssim, rel=1e-12)

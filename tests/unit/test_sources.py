@@ -310,7 +310,9 @@ def test_zarr_plain_arrays(data_dir, tmp_path, zarr_format):
     rgba = np.stack([_cv2_rgb(folder / f"bulk_water_{k:03d}.png") for k in range(3)])
     rgba = np.concatenate([rgba, np.full(rgba.shape[:3] + (1,), 255, np.uint8)], axis=-1)
     cpath = tmp_path / "colour.zarr"
-    carr = zarr.create_array(str(cpath), shape=rgba.shape, chunks=(1, 212, 320, 4), dtype="uint8", zarr_format=zarr_format)
+    carr = zarr.create_array(
+        str(cpath), shape=rgba.shape, chunks=(1, 212, 320, 4), dtype="uint8", zarr_format=zarr_format
+    )
     carr[:] = rgba
     csrc = open_source(cpath)
     assert len(csrc) == 3 and csrc.frame_shape == (424, 640, 3)
@@ -333,7 +335,10 @@ def _write_ome(path, data, axes, zarr_format):
             ],
             "datasets": [
                 {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0] * len(axes)}]},
-                {"path": "1", "coordinateTransformations": [{"type": "scale", "scale": [1.0] * (len(axes) - 2) + [2.0, 2.0]}]},
+                {
+                    "path": "1",
+                    "coordinateTransformations": [{"type": "scale", "scale": [1.0] * (len(axes) - 2) + [2.0, 2.0]}],
+                },
             ],
         }
     ]
@@ -415,7 +420,8 @@ def test_tree_avi_slots_repeat_exactly_and_random_access_is_sequential(data_dir)
             runs[-1] += 1
         else:
             runs.append(0)
-    distinct = [sequential[0]] + [sequential[i] for i in range(1, len(sequential)) if not np.array_equal(sequential[i], sequential[i - 1])]
+    changes = [i for i in range(1, len(sequential)) if not np.array_equal(sequential[i], sequential[i - 1])]
+    distinct = [sequential[0]] + [sequential[i] for i in changes]
     assert len(distinct) == len(stored) == 68
     for a, b in zip(distinct, stored):
         np.testing.assert_array_equal(a, b)
