@@ -349,22 +349,63 @@ def agreement(store_path: Path, loop: list[dict], names) -> tuple[float, str]:
     return worst, where
 
 
+def per_frame_costs(stack: Path, calls: int) -> dict:
+    """Per-call medians (ms) of the steps a run does per frame, on one pair, in this thread."""
+    from gpudiff.compare import compare
+    from gpudiff.io.sources import open_source
+    from gpudiff.metrics import pair_sums
+    from gpudiff.options import CompareOptions
+
+    src = open_source(str(stack))
+    a, b = src.read(1), src.read(2)
+    metrics = CompareOptions(metrics=METRICS_ONLY, backend="numpy")
+    no_hist = CompareOptions(metrics=tuple(m for m in METRICS_ONLY if m != "histogram"), backend="numpy")
+    full = CompareOptions(backend="numpy")
+    steps = {
+        "TiffSource.read (one frame)": lambda: src.read(3),
+        "compare(), metrics only": lambda: compare(a, b, options=metrics),
+        "compare(), metrics only without histograms": lambda: compare(a, b, options=no_hist),
+        "compare(), all metrics (SSIM incl.)": lambda: compare(a, b, options=full),
+        "metrics.pair_sums with both histograms": lambda: pair_sums(a, b, bins=256, hist_range=(0.0, 65536.0)),
+        "metrics.pair_sums without histograms": lambda: pair_sums(a, b),
+    }
+    out = {}
+    for name, fn in steps.items():
+        med, best, _ = timed(fn, calls)
+        out[name] = {"median_ms": med * 1e3, "min_ms": best * 1e3}
+    src.close()
+    return out
+
+
 # --------------------------------------------------------------------------------------------------
 # 4. linear time & memory
 
 
+# The child is started by a small launcher process, never by this one: Linux carries the parent's
+# peak RSS into a child that is forked (or vforked) from it and then execs, so ru_maxrss of a child of
+# this (large) process would read at least this process's own peak. The launcher is a bare Python
+# (~10 MB), far below any gpudiff run.
+_LAUNCHER = (
+    "import json, os, subprocess, sys, time\n"
+    "t0 = time.perf_counter()\n"
+    "p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+    "_, status, ru = os.wait4(p.pid, 0)\n"
+    "wall = time.perf_counter() - t0\n"
+    "print(json.dumps({'rc': os.waitstatus_to_exitcode(status), 'maxrss_kib': ru.ru_maxrss, 'wall_s': wall}))\n"
+)
+
+
 def subprocess_rss(argv: list[str], env: dict) -> tuple[float, float, int]:
     """(wall seconds, peak RSS in MB of that child alone, exit code) of one fresh process."""
-    t0 = time.perf_counter()
-    p = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    stderr = p.stderr.read()
-    _, status, ru = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t0
-    p.returncode = os.waitstatus_to_exitcode(status)
-    p.stderr.close()
-    if p.returncode != 0:
-        sys.stderr.write(stderr.decode(errors="replace")[-2000:])
-    return wall, ru.ru_maxrss / 1024.0, p.returncode  # ru_maxrss is KiB on Linux
+    done = subprocess.run([sys.executable, "-c", _LAUNCHER, *argv], env=env, capture_output=True, text=True)
+    try:
+        r = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        sys.stderr.write(done.stderr[-2000:])
+        return math.nan, math.nan, done.returncode or 1
+    if r["rc"] != 0:
+        sys.stderr.write(done.stderr[-2000:])
+    return r["wall_s"], r["maxrss_kib"] / 1024.0, r["rc"]  # ru_maxrss is KiB on Linux
 
 
 # --------------------------------------------------------------------------------------------------
@@ -516,6 +557,12 @@ def main(argv=None) -> int:
         r = Row(f"gpudiff run, metrics only, {m} frames", m, med, best, repeats)
         linear.append(r)
 
+    ns = np.array(lengths, dtype=np.float64)
+    ts = np.array([r.median_s for r in linear])
+    slope, intercept = np.polyfit(ns, ts, 1)
+    fit = {"fixed_s": float(intercept), "per_frame_ms": float(slope) * 1e3,
+           "marginal_fps": float(1.0 / slope) if slope > 0 else math.inf}
+
     # 5. memory (fresh subprocesses) ----------------------------------------------------------------
     print("[5/5] peak RSS: python -m gpudiff run in fresh subprocesses", flush=True)
     env = dict(os.environ)
@@ -539,6 +586,9 @@ def main(argv=None) -> int:
     g_metrics.peak_rss_mb = linear[-1].peak_rss_mb
     rows.extend(linear)
 
+    # where the time goes, per frame -----------------------------------------------------------------
+    costs = per_frame_costs(stack, 30 if args.quick else 100)
+
     # the table -------------------------------------------------------------------------------------
     la_end = list(os.getloadavg())
     info["load_average_end"] = la_end
@@ -557,6 +607,13 @@ def main(argv=None) -> int:
     print(f"  process baseline (imports only): peak RSS {base_rss:.0f} MB, {base_wall:.2f} s")
     for m, wall, rss in sub:
         print(f"  python -m gpudiff run, {m} frames: {wall:.2f} s wall incl. startup, peak RSS {rss:.0f} MB")
+    print(f"  time vs length, least squares t = a + b n: a = {fit['fixed_s'] * 1e3:.0f} ms fixed per run, "
+          f"b = {fit['per_frame_ms']:.2f} ms per frame ({fit['marginal_fps']:.0f} frames/s marginal)")
+    print(f"  where the time goes, one pair, one thread (median / min of {30 if args.quick else 100} calls):")
+    for name, c in costs.items():
+        print(f"    {name:<45} {c['median_ms']:8.3f} ms  {c['min_ms']:8.3f} ms")
+    print(f"    (the read floor is {floor.median_s / n * 1e3:.3f} ms per frame; a consecutive run does one read and "
+          f"one compare() per frame, on {os.cpu_count()} threads)")
     print(f"  load average at end: {la_end[0]:.2f} {la_end[1]:.2f} {la_end[2]:.2f}")
 
     # targets ---------------------------------------------------------------------------------------
@@ -594,6 +651,8 @@ def main(argv=None) -> int:
         results["baseline_rss_mb"] = base_rss
         results["subprocess"] = [{"frames": m, "wall_s": w, "peak_rss_mb": s} for m, w, s in sub]
         results["targets"] = targets
+        results["linear_fit"] = fit
+        results["per_frame_costs_ms"] = costs
         Path(args.json).write_text(json.dumps(results, indent=2, default=float))
         print(f"\nwrote {args.json}")
     return 0

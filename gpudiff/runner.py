@@ -129,7 +129,7 @@ def process_chunk(source, c: int, start: int, refs, movs, options: CompareOption
     def frame(i):
         if i not in cache:
             try:
-                cache[i] = _backend.asarray(source.read(i), xp)  # each frame crosses to the device once
+                cache[i] = _backend.to_device(source.read(i), xp)  # each frame crosses to the device once
             except GpudiffError as exc:
                 cache[i] = exc
             except Exception as exc:  # a decoder's own exception: fail the items, keep going
@@ -139,45 +139,46 @@ def process_chunk(source, c: int, start: int, refs, movs, options: CompareOption
             raise v
         return v
 
-    for k, (r, m) in enumerate(zip(refs.tolist(), movs.tolist())):
-        if stop.is_set():
-            res.abandoned = True  # nothing of this chunk is written: it stays pending
-            return res
-        try:
-            a = frame(r)
-            b = frame(m)
-            result = compare(a, b, options=options, diff_map=bool(maps))
-            for name in names:
-                if name.startswith("hist_"):
-                    v = (result.histogram or {}).get(name[5:])
-                else:
-                    v = getattr(result, name)
-                columns[name][k] = np.nan if v is None else v
-            if options.align and result.shift is not None:
-                columns["shift"][k] = result.shift
-            if maps:
-                r0, r1, c0, c1 = result.window
-                dm = result.diff_map
-                maps["maps/diff"][k, r0 : r0 + dm.shape[0], c0 : c0 + dm.shape[1]] = dm
-            status[k] = 1
-            res.done += 1
-        except GpudiffError as exc:
-            status[k] = 2
-            errors[k] = " ".join(str(exc).split())
-            res.failed += 1
-        except MemoryError:
-            status[k] = 2
-            errors[k] = "out of memory comparing this pair: use smaller --chunk, fewer --metrics"
-            res.failed += 1
-        except Exception as exc:  # a bug must not lose the batch: record it, continue
-            status[k] = 2
-            errors[k] = f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}"
-            res.failed += 1
-        if errors[k]:
-            res.failures.append((int(start + k), errors[k]))
-        for i in (r, m):  # drop frames no later item of this chunk uses
-            if last_use.get(i) == k:
-                cache.pop(i, None)
+    with _backend.device_stream(xp):  # a stream per task: tasks on other threads overlap
+        for k, (r, m) in enumerate(zip(refs.tolist(), movs.tolist())):
+            if stop.is_set():
+                res.abandoned = True  # nothing of this chunk is written: it stays pending
+                return res
+            try:
+                a = frame(r)
+                b = frame(m)
+                result = compare(a, b, options=options, diff_map=bool(maps))
+                for name in names:
+                    if name.startswith("hist_"):
+                        v = (result.histogram or {}).get(name[5:])
+                    else:
+                        v = getattr(result, name)
+                    columns[name][k] = np.nan if v is None else v
+                if options.align and result.shift is not None:
+                    columns["shift"][k] = result.shift
+                if maps:
+                    r0, r1, c0, c1 = result.window
+                    dm = result.diff_map
+                    maps["maps/diff"][k, r0 : r0 + dm.shape[0], c0 : c0 + dm.shape[1]] = dm
+                status[k] = 1
+                res.done += 1
+            except GpudiffError as exc:
+                status[k] = 2
+                errors[k] = " ".join(str(exc).split())
+                res.failed += 1
+            except MemoryError:
+                status[k] = 2
+                errors[k] = "out of memory comparing this pair: use smaller --chunk, fewer --metrics"
+                res.failed += 1
+            except Exception as exc:  # a bug must not lose the batch: record it, continue
+                status[k] = 2
+                errors[k] = f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}"
+                res.failed += 1
+            if errors[k]:
+                res.failures.append((int(start + k), errors[k]))
+            for i in (r, m):  # drop frames no later item of this chunk uses
+                if last_use.get(i) == k:
+                    cache.pop(i, None)
     columns.update(maps)
     store.write_chunk(c, columns, status, errors)
     res.seconds = time.perf_counter() - t0
