@@ -347,7 +347,31 @@ def _is_image_file(path: str, name: str) -> bool:
     return _sniff(head) is not None
 
 
-class FolderSource(Source):
+class _ImageFilesMixin:
+    """Shape and dtype of a source made of image files, probed (headers only) from its first file."""
+
+    _probe = None
+
+    def _first_info(self):
+        if self._probe is None:
+            try:
+                self._probe = probe_image(self._first_file())
+            except InputError:
+                self._probe = False
+        return self._probe or None
+
+    @property
+    def frame_shape(self):
+        info = self._first_info()
+        return None if info is None else tuple(info.shape)
+
+    @property
+    def dtype(self):
+        info = self._first_info()
+        return None if info is None else info.dtype
+
+
+class FolderSource(_ImageFilesMixin, Source):
     """Image files of one folder, or the files a glob pattern matches, in natural order."""
 
     kind = "folder"
@@ -407,23 +431,8 @@ class FolderSource(Source):
     def _length(self) -> int:
         return len(self._names)
 
-    def _first_info(self):
-        if self._probe is None:
-            try:
-                self._probe = probe_image(self._path(0))
-            except InputError:
-                self._probe = False
-        return self._probe or None
-
-    @property
-    def frame_shape(self):
-        info = self._first_info()
-        return None if info is None else tuple(info.shape)
-
-    @property
-    def dtype(self):
-        info = self._first_info()
-        return None if info is None else info.dtype
+    def _first_file(self) -> str:
+        return self._path(0)
 
     def _read(self, i):
         return read_image(self._path(i), max_pixels=self.max_pixels)
@@ -1595,7 +1604,7 @@ _MANIFEST_FIX = (
 )
 
 
-class ManifestSource(Source):
+class ManifestSource(_ImageFilesMixin, Source):
     """The distinct images a CSV of pairs names; :meth:`pairs` gives the pairs as frame indices."""
 
     kind = "manifest"
@@ -1682,23 +1691,8 @@ class ManifestSource(Source):
     def _length(self):
         return len(self._paths)
 
-    def _first_info(self):
-        if self._probe is None:
-            try:
-                self._probe = probe_image(self._paths[0])
-            except InputError:
-                self._probe = False
-        return self._probe or None
-
-    @property
-    def frame_shape(self):
-        info = self._first_info()
-        return None if info is None else tuple(info.shape)
-
-    @property
-    def dtype(self):
-        info = self._first_info()
-        return None if info is None else info.dtype
+    def _first_file(self) -> str:
+        return self._paths[0]
 
     def _label(self, i):
         return self._paths[i]
