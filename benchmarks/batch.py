@@ -558,7 +558,7 @@ def main(argv=None) -> int:
         linear.append(r)
 
     ns = np.array(lengths, dtype=np.float64)
-    ts = np.array([r.median_s for r in linear])
+    ts = np.array([r.best_s for r in linear])  # minima: the least disturbed by other work
     slope, intercept = np.polyfit(ns, ts, 1)
     fit = {"fixed_s": float(intercept), "per_frame_ms": float(slope) * 1e3,
            "marginal_fps": float(1.0 / slope) if slope > 0 else math.inf}
@@ -607,7 +607,7 @@ def main(argv=None) -> int:
     print(f"  process baseline (imports only): peak RSS {base_rss:.0f} MB, {base_wall:.2f} s")
     for m, wall, rss in sub:
         print(f"  python -m gpudiff run, {m} frames: {wall:.2f} s wall incl. startup, peak RSS {rss:.0f} MB")
-    print(f"  time vs length, least squares t = a + b n: a = {fit['fixed_s'] * 1e3:.0f} ms fixed per run, "
+    print(f"  time vs length, least squares on the minima, t = a + b n: a = {fit['fixed_s'] * 1e3:.0f} ms fixed per run, "
           f"b = {fit['per_frame_ms']:.2f} ms per frame ({fit['marginal_fps']:.0f} frames/s marginal)")
     print(f"  where the time goes, one pair, one thread (median / min of {30 if args.quick else 100} calls):")
     for name, c in costs.items():
@@ -619,14 +619,15 @@ def main(argv=None) -> int:
     # targets ---------------------------------------------------------------------------------------
     frac = g_metrics.gbps / floor.gbps
     frac_min = floor.best_s / g_metrics.best_s
-    fps = [r.fps for r in linear]
+    fps = [r.frames / r.best_s for r in linear]  # from the minima, as the fit
+    fps_median = [r.fps for r in linear]
     spread = max(fps) / min(fps)
     rss_ratio = linear[-1].peak_rss_mb / linear[0].peak_rss_mb
     vs_cv = cv_metrics.median_s / g_metrics.median_s
     vs_cv_full = cv_full.median_s / g_full.median_s
     targets = {
         "floor_fraction": {"value": frac, "value_min": frac_min, "target": TARGET_FLOOR, "met": frac >= TARGET_FLOOR},
-        "linear_fps_spread": {"value": spread, "fps": fps, "target": TARGET_LINEAR, "met": spread <= TARGET_LINEAR},
+        "linear_fps_spread": {"value": spread, "fps_from_minima": fps, "fps_from_medians": fps_median, "target": TARGET_LINEAR, "met": spread <= TARGET_LINEAR},
         "peak_rss_ratio": {"value": rss_ratio, "rss_mb": [r.peak_rss_mb for r in linear], "target": TARGET_RSS,
                            "met": rss_ratio < TARGET_RSS},
         "vs_opencv_loop": {"metrics_only": vs_cv, "all_metrics": vs_cv_full},
@@ -639,7 +640,8 @@ def main(argv=None) -> int:
     print(f"target {verdict(frac >= TARGET_FLOOR)} gpudiff metrics only >= {TARGET_FLOOR:.0%} of the read floor: "
           f"{frac:.0%} ({g_metrics.gbps:.2f} vs {floor.gbps:.2f} GB/s; minima {frac_min:.0%})")
     print(f"target {verdict(spread <= TARGET_LINEAR)} linear time: frames/s at {', '.join(map(str, lengths))} frames "
-          f"= {', '.join(f'{f:.1f}' for f in fps)} (fastest/slowest {spread:.2f}, target <= {TARGET_LINEAR})")
+          f"= {', '.join(f'{f:.1f}' for f in fps)} from the minima (fastest/slowest {spread:.2f}, target <= "
+          f"{TARGET_LINEAR}; from the medians {', '.join(f'{f:.1f}' for f in fps_median)})")
     print(f"target {verdict(rss_ratio < TARGET_RSS)} memory flat: peak RSS {linear[-1].peak_rss_mb:.0f} MB "
           f"({lengths[-1]} frames) / {linear[0].peak_rss_mb:.0f} MB ({lengths[0]} frames) = {rss_ratio:.3f} "
           f"(target < {TARGET_RSS})")
