@@ -254,7 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--component", default=None, help="array path inside a Zarr store")
     p.add_argument("--pairs", choices=("consecutive", "first"), default="consecutive",
                    help="consecutive: frame t-1 with t (default); first: every frame with frame 0")
-    p.add_argument("--chunk", type=_positive_int, default=32, help="items per task and store chunk (default 32)")
+    p.add_argument("--chunk", type=_positive_int, default=64,
+                   help="items per task and store chunk (default 64: larger amortises store writes, "
+                   "smaller loses less work to a kill)")
     p.add_argument("--save-maps", default="", metavar="diff", help="also store per-pixel maps (diff)")
     p.add_argument("--scheduler", default=None,
                    help="threads (default: local threads), local:N (N worker processes), cuda "

@@ -44,7 +44,7 @@ class RunConfig:
     out: str
     component: str | None = None
     pairs: str = "consecutive"
-    chunk: int = 32
+    chunk: int = 64
     save_maps: tuple[str, ...] = ()
     scheduler: str | None = None  # None/'threads': local threads; 'local:N'; 'tcp://host:port'
     workers: int | None = None
@@ -96,7 +96,7 @@ def process_chunk(source, c: int, start: int, refs, movs, options: CompareOption
     """Compare every item of chunk ``c`` (items ``start, start+1, ...`` pairing frames ``refs[k]``
     and ``movs[k]``) and write the chunk to the store, status last."""
     from .compare import compare  # noqa: PLC0415
-    from .store import ResultStore, metric_columns  # noqa: PLC0415
+    from .store import metric_columns  # noqa: PLC0415
 
     stop = _STOP if stop is None else stop
     t0 = time.perf_counter()
@@ -104,7 +104,7 @@ def process_chunk(source, c: int, start: int, refs, movs, options: CompareOption
     if stop.is_set():
         res.abandoned = True
         return res
-    store = ResultStore.open(out, mode="r+")
+    store = _open_store(out)
     refs = np.asarray(refs, dtype=np.int64)
     movs = np.asarray(movs, dtype=np.int64)
     n = len(refs)
@@ -183,6 +183,35 @@ def process_chunk(source, c: int, start: int, refs, movs, options: CompareOption
     store.write_chunk(c, columns, status, errors)
     res.seconds = time.perf_counter() - t0
     return res
+
+
+_STORES: dict = {}
+_STORES_LOCK = threading.Lock()
+
+
+def _open_store(out: str):
+    """The store, opened once per process (a worker runs many chunks of the same run).
+
+    Keyed by path and creation time, so a store that was overwritten is opened afresh.
+    """
+    from .store import ResultStore  # noqa: PLC0415
+
+    key = os.path.abspath(out)
+    created = _created_stamp(key)
+    with _STORES_LOCK:
+        hit = _STORES.get(key)
+        if hit is not None and hit[0] == created:
+            return hit[1]
+        store = ResultStore.open(out, mode="r+")
+        _STORES[key] = (created, store)
+        return store
+
+
+def _created_stamp(path: str):
+    try:
+        return os.stat(os.path.join(path, "zarr.json")).st_mtime_ns
+    except OSError:
+        return None
 
 
 def _frame_hw(store) -> tuple[int, int]:

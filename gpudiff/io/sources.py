@@ -768,7 +768,14 @@ class TiffSource(Source):
             with self._lock:
                 if self._fd is None:
                     self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-        if hasattr(os, "pread"):
+        dtype = plane.dtype_in.newbyteorder(self._byteorder())
+        if hasattr(os, "preadv"):  # straight into the frame's buffer: one allocation, no copy
+            out = np.empty(plane.nbytes // dtype.itemsize, dtype=dtype)
+            got = os.preadv(self._fd, [memoryview(out).cast("B")], start)
+            if got < plane.nbytes:
+                raise self._missing(i, cut_short=True)
+            return out
+        if hasattr(os, "pread"):  # pragma: no cover - platforms without preadv
             data = os.pread(self._fd, plane.nbytes, start)
         else:  # pragma: no cover - Windows
             with self._lock:
@@ -776,8 +783,7 @@ class TiffSource(Source):
                 data = os.read(self._fd, plane.nbytes)
         if len(data) < plane.nbytes:
             raise self._missing(i, cut_short=True)
-        byteorder = self._byteorder()
-        return np.frombuffer(data, dtype=plane.dtype_in.newbyteorder(byteorder)).copy()
+        return np.frombuffer(data, dtype=dtype).copy()
 
     def _byteorder(self) -> str:
         bo = self.__dict__.get("_bo")
