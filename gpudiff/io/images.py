@@ -846,6 +846,57 @@ def _tiff_chain_cut(tif) -> bool:
     return next_offset != 0
 
 
+class _TiffPlane:
+    """How one page (or the keyframe of a series) turns into a frame: shapes, dtypes, colour."""
+
+    def __init__(self, page, name):
+        separate, depth, height, width, contig = (int(v) for v in page.shaped)
+        samples = separate * contig
+        photometric = int(page.photometric)
+        if depth != 1:
+            raise InputError(
+                f"{name} is a volume ({depth} slices of {width} x {height}): save the slices as separate pages"
+            )
+        if page.dtype is None:
+            raise InputError(
+                f"{name} has a sample format gpudiff does not read ({page.bitspersample} bits, "
+                f"sample format {int(page.sampleformat)}): save it as 8/16-bit or float"
+            )
+        channels = _tiff_channels(samples, photometric, name)
+        dtype = _output_dtype(page.dtype, name)
+        self.colormap = None
+        if photometric == 3 and samples == 1:
+            if page.colormap is None:
+                raise InputError(f"{name} is a palette image without a colormap: re-export it")
+            self.colormap = np.asarray(page.colormap)
+            dtype = np.dtype(np.uint8) if np.all(self.colormap % 257 == 0) else np.dtype(np.uint16)
+        self.separate, self.height, self.width, self.contig = separate, height, width, contig
+        self.samples, self.photometric = samples, photometric
+        self.inkset = getattr(page, "inkset", 1)
+        self.dtype_in = np.dtype(page.dtype)
+        self.bits = int(page.bitspersample)
+        self.shape = (height, width) if channels == 1 else (height, width, 3)
+        self.dtype = dtype
+        self.nbytes = separate * height * width * contig * self.dtype_in.itemsize
+
+    def convert(self, image):
+        """A page's decoded array -> the frame (the same rules as ``read_image``)."""
+        image = image.reshape(self.separate, self.height, self.width, self.contig)
+        image = np.moveaxis(image[..., 0], 0, -1) if self.separate > 1 else image[0]
+        if image.shape[2] == 1:
+            image = image[:, :, 0]
+        if self.colormap is not None:
+            colormap = self.colormap
+            if self.dtype == np.uint8:
+                colormap = (colormap // 257).astype(np.uint8)
+            return np.ascontiguousarray(np.moveaxis(colormap[:, image], 0, -1))
+        if self.samples >= 4 and self.photometric == 5 and self.inkset in (1, None):  # CMYK
+            return _cmyk_to_rgb(image[..., :4])
+        if self.samples > 4:
+            image = image[..., :3]
+        return image
+
+
 class _TiffSource(_Source):
     def __init__(self, path, fh, size, page, stack):
         import tifffile  # noqa: PLC0415
@@ -861,29 +912,9 @@ class _TiffSource(_Source):
         p = tif.pages[page]
         if not hasattr(p, "shaped"):  # a TiffFrame: load the full page
             p = p.aspage()
-        separate, depth, height, width, contig = (int(v) for v in p.shaped)
-        samples = separate * contig
-        photometric = int(p.photometric)
-        if depth != 1:
-            raise InputError(
-                f"{path} page {page} is a volume ({depth} slices of {width} x {height}): "
-                f"save the slices as separate pages"
-            )
-        if p.dtype is None:
-            raise InputError(
-                f"{path} page {page} has a sample format gpudiff does not read "
-                f"({p.bitspersample} bits, sample format {int(p.sampleformat)}): save it as 8/16-bit or float"
-            )
-        channels = _tiff_channels(samples, photometric, path)
-        dtype = _output_dtype(p.dtype, path)
-        if photometric == 3 and samples == 1:
-            colormap = p.colormap
-            if colormap is None:
-                raise ValueError("palette page without a colormap")
-            dtype = np.dtype(np.uint8) if np.all(colormap % 257 == 0) else np.dtype(np.uint16)
+        self.plane = _TiffPlane(p, f"{path} page {page}")
         self.path, self.page_obj, self.size = path, p, size
-        self.samples, self.photometric = samples, photometric
-        shape = (height, width) if channels == 1 else (height, width, 3)
+        shape, dtype = self.plane.shape, self.plane.dtype
         fmt = "OME-TIFF" if tif.is_ome else "TIFF"
         self.info = ImageInfo(path, fmt, shape, dtype, pages)
 
@@ -895,20 +926,4 @@ class _TiffSource(_Source):
             raise ValueError(
                 f"pixel data declared up to byte {int((offsets + counts).max())}, the file has {self.size}"
             )
-        image = p.asarray()
-        separate, _, height, width, contig = (int(v) for v in p.shaped)
-        image = image.reshape(separate, height, width, contig)
-        image = np.moveaxis(image[..., 0], 0, -1) if separate > 1 else image[0]
-        if image.shape[2] == 1:
-            image = image[:, :, 0]
-        samples, photometric = self.samples, self.photometric
-        if samples == 1 and photometric == 3:
-            colormap = np.asarray(p.colormap)
-            if self.info.dtype == np.uint8:
-                colormap = (colormap // 257).astype(np.uint8)
-            return np.ascontiguousarray(np.moveaxis(colormap[:, image], 0, -1))
-        if samples >= 4 and photometric == 5 and getattr(p, "inkset", 1) in (1, None):  # CMYK
-            return _cmyk_to_rgb(image[..., :4])
-        if samples > 4:
-            image = image[..., :3]
-        return image
+        return self.plane.convert(p.asarray())

@@ -60,14 +60,13 @@ from ..errors import ConfigError, InputError
 from ..options import DEFAULT_MAX_PIXELS
 from .images import (
     _check_max_pixels,
-    _cmyk_to_rgb,
     _first_line,
     _output_dtype,
     _pillow_guard,
     _sci,
     _sniff,
     _tiff_chain_cut,
-    _tiff_channels,
+    _TiffPlane,
     probe_image,
     read_image,
     validate_array,
@@ -479,57 +478,6 @@ def _quiet_tifffile():
         yield messages
     finally:
         _TIFF_LOG.local.messages = saved
-
-
-class _TiffPlane:
-    """How one page (or the keyframe of a series) turns into a frame: shapes, dtypes, colour."""
-
-    def __init__(self, page, name):
-        separate, depth, height, width, contig = (int(v) for v in page.shaped)
-        samples = separate * contig
-        photometric = int(page.photometric)
-        if depth != 1:
-            raise InputError(
-                f"{name} is a volume ({depth} slices of {width} x {height}): save the slices as separate pages"
-            )
-        if page.dtype is None:
-            raise InputError(
-                f"{name} has a sample format gpudiff does not read ({page.bitspersample} bits, "
-                f"sample format {int(page.sampleformat)}): save it as 8/16-bit or float"
-            )
-        channels = _tiff_channels(samples, photometric, name)
-        dtype = _output_dtype(page.dtype, name)
-        self.colormap = None
-        if photometric == 3 and samples == 1:
-            if page.colormap is None:
-                raise InputError(f"{name} is a palette image without a colormap: re-export it")
-            self.colormap = np.asarray(page.colormap)
-            dtype = np.dtype(np.uint8) if np.all(self.colormap % 257 == 0) else np.dtype(np.uint16)
-        self.separate, self.height, self.width, self.contig = separate, height, width, contig
-        self.samples, self.photometric = samples, photometric
-        self.inkset = getattr(page, "inkset", 1)
-        self.dtype_in = np.dtype(page.dtype)
-        self.bits = int(page.bitspersample)
-        self.shape = (height, width) if channels == 1 else (height, width, 3)
-        self.dtype = dtype
-        self.nbytes = separate * height * width * contig * self.dtype_in.itemsize
-
-    def convert(self, image):
-        """A page's decoded array -> the frame (the same rules as ``read_image``)."""
-        image = image.reshape(self.separate, self.height, self.width, self.contig)
-        image = np.moveaxis(image[..., 0], 0, -1) if self.separate > 1 else image[0]
-        if image.shape[2] == 1:
-            image = image[:, :, 0]
-        if self.colormap is not None:
-            colormap = self.colormap
-            if self.dtype == np.uint8:
-                colormap = (colormap // 257).astype(np.uint8)
-            return np.ascontiguousarray(np.moveaxis(colormap[:, image], 0, -1))
-        if self.samples >= 4 and self.photometric == 5 and self.inkset in (1, None):  # CMYK
-            return _cmyk_to_rgb(image[..., :4])
-        if self.samples > 4:
-            image = image[..., :3]
-        return image
 
 
 def _page_data_end(page) -> int:
