@@ -195,9 +195,13 @@ def _cmd_status(args) -> int:
 def _format_status(path, s: dict) -> str:
     lines = [f"{path}: {s.get('n_items', '?')} items: {s.get('done', 0)} done, {s.get('failed', 0)} failed, "
              f"{s.get('pending', 0)} pending"]
-    for k in ("created", "last_write", "rate_items_per_s", "backend", "source"):
+    for k in ("created", "last_write", "rate_items_per_s", "backend", "device"):
         if s.get(k) is not None:
             lines.append(f"  {k.replace('_', ' ')}: {s[k]}")
+    src = s.get("source")
+    if isinstance(src, dict):
+        count = f" ({src['count']} files)" if src.get("count") is not None else ""
+        lines.append(f"  source: {src.get('kind', '?')} {src.get('spec', '?')}{count}")
     for f in s.get("failures", [])[:20]:
         if isinstance(f, dict):
             lines.append(f"  item {f.get('item')} failed: {f.get('error')}")
