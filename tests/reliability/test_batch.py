@@ -181,6 +181,11 @@ def test_bad_frames_fail_only_their_items(tmp_path, data_dir, capsys):
     assert bad.name in cols["error"][9] and "truncated" in cols["error"][9].lower()
     assert (cols["status"][[i for i in range(len(files) - 1) if i not in failed]] == 1).all()
     assert np.isnan(cols["manhattan"][9]) and not np.isnan(cols["manhattan"][8])
+    capsys.readouterr()
+    assert main(["status", str(out)]) == 0
+    status = capsys.readouterr().out
+    assert f"{len(files) - 1} items: {len(files) - 5} done, 4 failed, 0 pending" in status
+    assert f"item 9 failed: {bad}" in status and "source: folder" in status
 
 
 def test_frames_of_another_shape_follow_the_shape_policy(tmp_path, data_dir):
