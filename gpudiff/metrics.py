@@ -45,7 +45,7 @@ except ImportError:  # pragma: no cover - exercised by monkeypatching _numba in 
     _numba = None
     _prange = range
 
-__all__ = ["PairSums", "pair_sums", "IMPLEMENTATIONS", "SUPPORTED_DTYPES"]
+__all__ = ["PairSums", "pair_sums", "serial_kernels", "IMPLEMENTATIONS", "SUPPORTED_DTYPES"]
 
 #: Values of the ``impl`` argument of :func:`pair_sums`.
 IMPLEMENTATIONS = ("auto", "reference", "numba", "cuda")
@@ -841,6 +841,49 @@ if _numba is not None:
         return sums, counts, hist
 
 
+    # Serial drivers: the same work on the calling thread only, with no threading layer, so many
+    # threads (Dask tasks) may run them at once; see serial_kernels().
+
+    @_serial
+    def _numba_integer_serial(a, b, C, itol, lut, nbp, nsub, block_rows):
+        nblocks = (a.shape[0] + block_rows - 1) // block_rows
+        sums = np.zeros((nblocks, C, 8), np.int64)
+        counts = np.zeros((nblocks, C + 1), np.int64)
+        hist = np.zeros((1, 2 * C * nbp), np.int64)
+        _integer_slot(a, b, C, itol, lut, nbp, nsub, block_rows, 0, nblocks, sums, counts, hist[0])
+        return sums, counts, hist
+
+    @_serial
+    def _numba_float_serial(a, b, C, tol, center, lo, hi, nbins, nsub, block_rows):
+        nblocks = (a.shape[0] + block_rows - 1) // block_rows
+        sums = np.zeros((nblocks, C, 8), np.float64)
+        counts = np.zeros((nblocks, C + 1), np.int64)
+        hist = np.zeros((1, 2 * C * (nbins + 1) if nbins > 0 else 0), np.int64)
+        _float_slot(a, b, C, tol, center, lo, hi, nbins, nsub, block_rows, 0, nblocks, sums, counts, hist[0])
+        return sums, counts, hist
+
+
+_SERIAL = threading.local()
+
+
+class serial_kernels:  # noqa: N801 - used as a context manager, like numpy.errstate
+    """Within this context (on this thread), the CPU fused pass runs on the calling thread alone.
+
+    For callers that are already parallel (Dask's threads, one chunk each): each thread runs its
+    own serial pass, with no lock and no second pool of threads competing for the same cores.
+    The numbers are identical to the parallel pass (fixed row blocks, summed in order).
+    """
+
+    def __enter__(self):
+        self._old = getattr(_SERIAL, "on", False)
+        _SERIAL.on = True
+        return self
+
+    def __exit__(self, *exc):
+        _SERIAL.on = self._old
+        return False
+
+
 def _sub_histograms(hsize: int) -> int:
     """Sub-histograms per thread (1, 2 or 4) that fit the L1 budget."""
     for nsub in (4, 2):
@@ -887,8 +930,11 @@ def _pair_sums_numba(a, b, C, tolerance, center, bins, hist_range):
                 lut = _value_bins(a.dtype.name, *hist_range, bins)
                 nbp = bins + 1
         nsub = _sub_histograms(2 * C * nbp)
-        with _numba_lock:
-            sums, counts, hist = _numba_integer(a, b, C, itol, lut, nbp, nsub, nslots, block_rows)
+        if getattr(_SERIAL, "on", False):
+            sums, counts, hist = _numba_integer_serial(a, b, C, itol, lut, nbp, nsub, block_rows)
+        else:
+            with _numba_lock:
+                sums, counts, hist = _numba_integer(a, b, C, itol, lut, nbp, nsub, nslots, block_rows)
         ints = np.empty((8, C), np.int64)
         for k in range(8):
             ints[k] = sums[:, :, k].max(axis=0) if k == _MAX else sums[:, :, k].sum(axis=0)
@@ -905,10 +951,15 @@ def _pair_sums_numba(a, b, C, tolerance, center, bins, hist_range):
     lo, hi = hist_range if want_hist else (0.0, 1.0)
     nbins = bins if want_hist else 0
     nsub = _sub_histograms(2 * C * (nbins + 1)) if want_hist else 1
-    with _numba_lock:
-        sums, counts, hist = _numba_float(
-            a, b, C, float(tolerance), float(center), float(lo), float(hi), nbins, nsub, nslots, block_rows
+    if getattr(_SERIAL, "on", False):
+        sums, counts, hist = _numba_float_serial(
+            a, b, C, float(tolerance), float(center), float(lo), float(hi), nbins, nsub, block_rows
         )
+    else:
+        with _numba_lock:
+            sums, counts, hist = _numba_float(
+                a, b, C, float(tolerance), float(center), float(lo), float(hi), nbins, nsub, nslots, block_rows
+            )
     floats = np.empty((8, C), np.float64)
     for k in range(8):
         floats[k] = sums[:, :, k].max(axis=0) if k == _MAX else sums[:, :, k].sum(axis=0)

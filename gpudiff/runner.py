@@ -139,7 +139,14 @@ def process_chunk(source, c: int, start: int, refs, movs, options: CompareOption
             raise v
         return v
 
-    with _backend.device_stream(xp):  # a stream per task: tasks on other threads overlap
+    import contextlib  # noqa: PLC0415
+
+    from .metrics import serial_kernels  # noqa: PLC0415
+
+    # On the CPU the parallelism is Dask's (a chunk per thread): each task runs the fused pass on
+    # its own thread, with no lock and no second pool of threads competing for the cores.
+    cpu_serial = serial_kernels() if not _backend.is_cupy(xp) else contextlib.nullcontext()
+    with _backend.device_stream(xp), cpu_serial:  # a stream per task: tasks on other threads overlap
         for k, (r, m) in enumerate(zip(refs.tolist(), movs.tolist())):
             if stop.is_set():
                 res.abandoned = True  # nothing of this chunk is written: it stays pending
