@@ -867,7 +867,7 @@ _SERIAL = threading.local()
 
 
 class serial_kernels:  # noqa: N801 - used as a context manager, like numpy.errstate
-    """Within this context (on this thread), the CPU fused pass runs on the calling thread alone.
+    """Within this context (on this thread), the CPU fused pass and SSIM run on the calling thread alone.
 
     For callers that are already parallel (Dask's threads, one chunk each): each thread runs its
     own serial pass, with no lock and no second pool of threads competing for the same cores.
@@ -882,6 +882,11 @@ class serial_kernels:  # noqa: N801 - used as a context manager, like numpy.errs
     def __exit__(self, *exc):
         _SERIAL.on = self._old
         return False
+
+
+def running_serial() -> bool:
+    """True inside :class:`serial_kernels` on this thread (SSIM follows it too)."""
+    return getattr(_SERIAL, "on", False)
 
 
 def _sub_histograms(hsize: int) -> int:

@@ -142,42 +142,46 @@ if numba is not None:
             acc += ((2.0 * ux * uy + c1) * (2.0 * sxy + c2)) / ((ux * ux + uy * uy + c1) * (sxx + syy + c2))
         return acc
 
-    @numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
-    def _ssim_row_sums(x, y, w, offset, c1, c2, row_sums, nbands):  # pragma: no cover - compiled
-        """row_sums[i] = sum of SSIM over interior output row i; bands of rows run in parallel."""
+    @numba.njit(cache=True, fastmath=_FASTMATH, nogil=True)
+    def _ssim_band(x, y, w, offset, c1, c2, row_sums, i0, i1):  # pragma: no cover - compiled
+        """row_sums[i] for output rows i0 <= i < i1, with a ring of horizontally filtered rows."""
         height, width = x.shape
         win = w.shape[0]
         r = win // 2
-        out_h = height - 2 * r
         out_w = width - 2 * r
+        if i0 >= i1:
+            return
+        ring = np.empty((win, 5, out_w), dtype=np.float64)
+        src = np.empty((5, width), dtype=np.float64)
+        v = np.empty((5, out_w), dtype=np.float64)
+        slots = np.empty(win, dtype=np.int64)
+        for row in range(i0, i1 + 2 * r):
+            for j in range(width):
+                p = np.float64(x[row, j]) - offset
+                q = np.float64(y[row, j]) - offset
+                src[0, j] = p
+                src[1, j] = q
+                src[2, j] = p * p
+                src[3, j] = q * q
+                src[4, j] = p * q
+            slot = row % win
+            for m in range(5):
+                _hpass(src[m], ring[slot, m], w, r)
+            if row >= i0 + 2 * r:
+                i = row - 2 * r  # output row, centred on input row i + r
+                for k in range(win):
+                    slots[k] = (i + k) % win
+                for m in range(5):
+                    _vpass(ring, slots, m, v[m], w, r)
+                row_sums[i] = _ssim_row_sum(v, offset, c1, c2)
+
+    @numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
+    def _ssim_row_sums(x, y, w, offset, c1, c2, row_sums, nbands):  # pragma: no cover - compiled
+        """row_sums[i] = sum of SSIM over interior output row i; bands of rows run in parallel."""
+        out_h = x.shape[0] - 2 * (w.shape[0] // 2)
         per = (out_h + nbands - 1) // nbands
         for band in numba.prange(nbands):
-            i0 = band * per
-            i1 = min(out_h, i0 + per)
-            if i0 < i1:
-                ring = np.empty((win, 5, out_w), dtype=np.float64)
-                src = np.empty((5, width), dtype=np.float64)
-                v = np.empty((5, out_w), dtype=np.float64)
-                slots = np.empty(win, dtype=np.int64)
-                for row in range(i0, i1 + 2 * r):
-                    for j in range(width):
-                        p = np.float64(x[row, j]) - offset
-                        q = np.float64(y[row, j]) - offset
-                        src[0, j] = p
-                        src[1, j] = q
-                        src[2, j] = p * p
-                        src[3, j] = q * q
-                        src[4, j] = p * q
-                    slot = row % win
-                    for m in range(5):
-                        _hpass(src[m], ring[slot, m], w, r)
-                    if row >= i0 + 2 * r:
-                        i = row - 2 * r  # output row, centred on input row i + r
-                        for k in range(win):
-                            slots[k] = (i + k) % win
-                        for m in range(5):
-                            _vpass(ring, slots, m, v[m], w, r)
-                        row_sums[i] = _ssim_row_sum(v, offset, c1, c2)
+            _ssim_band(x, y, w, offset, c1, c2, row_sums, band * per, min(out_h, band * per + per))
 
 
 # numba's default 'workqueue' threading layer must not be entered from two threads at once (Dask runs
@@ -203,8 +207,13 @@ def _interior_mean_numba(x, y, w, c1, c2) -> float:
     row_sums = np.zeros(out_h, dtype=np.float64)
     nbands = max(1, min(numba.get_num_threads() * 2, out_h // 32))
     offset = float(_offset(x, np))
-    with _NUMBA_LOCK:
-        _ssim_row_sums(x, y, w, offset, float(c1), float(c2), row_sums, nbands)
+    from .metrics import running_serial  # noqa: PLC0415
+
+    if running_serial():  # an already-parallel caller (a Dask thread): this thread only, no lock
+        _ssim_band(x, y, w, offset, float(c1), float(c2), row_sums, 0, out_h)
+    else:
+        with _NUMBA_LOCK:
+            _ssim_row_sums(x, y, w, offset, float(c1), float(c2), row_sums, nbands)
     # the row sums, added in order, do not depend on the number of bands or threads
     return float(row_sums.sum()) / (out_h * out_w)
 

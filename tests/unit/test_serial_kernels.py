@@ -50,3 +50,15 @@ def test_many_threads_at_once_without_the_lock():
         t.join()
     for e, g in zip(expect, got):
         assert _fields(e) == _fields(g)
+
+
+def test_serial_ssim_equals_parallel():
+    from gpudiff.ssim import structural_similarity
+
+    rng = np.random.default_rng(11)
+    a = (rng.random((203, 177)) * 255).astype(np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-9, 10, a.shape), 0, 255).astype(np.uint8)
+    par = structural_similarity(a, b, data_range=255, impl="numba")
+    with serial_kernels():
+        ser = structural_similarity(a, b, data_range=255, impl="numba")
+    assert ser == par
