@@ -423,10 +423,10 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
-def _open_file(path: str):
-    """Open ``path`` for reading after the cheap checks; returns (file object, size in bytes)."""
+def _stat_file(path: str):
+    """os.stat of a path the user named, or the InputError that says what is wrong."""
     try:
-        st = os.stat(path)
+        return os.stat(path)
     except FileNotFoundError:
         raise InputError(f"{path} not found: check the path") from None
     except NotADirectoryError:
@@ -437,6 +437,11 @@ def _open_file(path: str):
         ) from None
     except OSError as exc:
         raise InputError(f"{path} cannot be read ({_first_line(exc)}): check the path") from None
+
+
+def _open_file(path: str):
+    """Open ``path`` for reading after the cheap checks; returns (file object, size in bytes)."""
+    st = _stat_file(path)
     if stat.S_ISDIR(st.st_mode):
         raise InputError(f"{path} is a directory: give an image file (gpudiff run takes folders)")
     if not stat.S_ISREG(st.st_mode):

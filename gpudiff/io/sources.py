@@ -65,6 +65,7 @@ from .images import (
     _pillow_guard,
     _sci,
     _sniff,
+    _stat_file,
     _tiff_chain_cut,
     _TiffPlane,
     probe_image,
@@ -294,22 +295,6 @@ def _files_fingerprint(entries) -> dict:
     if len(entries) <= _FINGERPRINT_LISTED:
         out["files"] = [{"path": n, "size": s, "mtime_ns": m} for n, s, m in entries]
     return out
-
-
-def _stat_file(path: str):
-    """os.stat of a path the user named, or the InputError that says what is wrong."""
-    try:
-        return os.stat(path)
-    except FileNotFoundError:
-        raise InputError(f"{path} not found: check the path") from None
-    except NotADirectoryError:
-        raise InputError(f"{path} not found (a parent is a file, not a folder): check the path") from None
-    except PermissionError:
-        raise InputError(
-            f"{path} cannot be read (permission denied): check the permissions of the file and its folders"
-        ) from None
-    except OSError as exc:
-        raise InputError(f"{path} cannot be read ({_first_line(exc)}): check the path") from None
 
 
 def _read_head(path: str, n: int = 64) -> bytes:
