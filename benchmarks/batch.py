@@ -50,6 +50,8 @@ if str(REPO) not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from peers import candidate_data_dirs, cpu_model_and_usable_cores  # noqa: E402  (benchmarks/peers.py)
+
 SIZE = 1024  # frames are SIZE x SIZE uint16
 FRAME_BYTES = SIZE * SIZE * 2
 METRICS_ONLY = ("manhattan", "zero_norm", "mse", "max_abs", "ncc", "histogram")
@@ -59,13 +61,6 @@ TARGET_LINEAR = 1.25  # frames/s, fastest / slowest of the three lengths (my rea
 
 # --------------------------------------------------------------------------------------------------
 # data
-
-
-def candidate_data_dirs() -> list[Path]:
-    out = []
-    if os.environ.get("GPUDIFF_DATA"):
-        out.append(Path(os.environ["GPUDIFF_DATA"]))
-    return out + [REPO.parent / "shared" / "data", REPO / "shared" / "data"]
 
 
 def source_frames() -> list[np.ndarray]:
@@ -421,19 +416,7 @@ def machine_info() -> dict:
 
     import gpudiff
 
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
+    model, usable = cpu_model_and_usable_cores()
     mem = None
     try:
         with open("/proc/meminfo") as f:

@@ -435,13 +435,8 @@ def print_table(rows: list[Row]) -> None:
               f"{r.ratio():7.2f} {r.ratio_min():7.2f}  {r.agree}")
 
 
-def machine_info(gd: Gpudiff) -> dict:
-    import cv2
-    import scipy
-    import skimage
-
-    import gpudiff
-
+def cpu_model_and_usable_cores() -> tuple[str, int]:
+    """The CPU's model name (from /proc/cpuinfo where there is one) and the cores this process may use."""
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -455,6 +450,17 @@ def machine_info(gd: Gpudiff) -> dict:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         usable = os.cpu_count()
+    return model, usable
+
+
+def machine_info(gd: Gpudiff) -> dict:
+    import cv2
+    import scipy
+    import skimage
+
+    import gpudiff
+
+    model, usable = cpu_model_and_usable_cores()
     info = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "cpu": model, "cores": os.cpu_count(), "usable_cores": usable,
