@@ -696,6 +696,27 @@ if _numba is not None:
             out[i] = lut[x[i]]
 
     @_inline
+    def _shift_row(x, binning, out):
+        """``out[i]``: the bin of integer ``x[i]`` as ``(x - lo) >> shift`` (clamped to the last bin;
+        ``nbins`` outside [lo, hi]). ``binning`` = (lo, hi, shift, nbins), all int64.
+
+        Equal to the float64 formula whenever the bin width is ``2**shift`` and ``lo`` an integer
+        (the division by a power of two is exact), and a shift vectorises where a 64k-entry table
+        lookup (256 KiB, outside L1) does not.
+        """
+        lo = binning[0]
+        hi = binning[1]
+        sh = binning[2]
+        nb = binning[3]
+        last = nb - 1
+        for i in range(x.shape[0]):
+            v = np.int64(x[i])
+            t = (v - lo) >> sh
+            t = t if t < last else last
+            t = t if (v >= lo) & (v <= hi) else nb
+            out[i] = np.uint32(t)
+
+    @_inline
     def _bin_row(x, lo, hi, nbins, out):
         """``out[i]``: the bin of ``x[i]`` by the float64 formula; ``nbins`` outside [lo, hi] or NaN.
 
@@ -721,7 +742,7 @@ if _numba is not None:
             hist_out[i] += total
 
     @_serial
-    def _integer_slot(a, b, C, itol, lut, nbp, nsub, block_rows, blk0, blk1, sums, counts, hist_out):
+    def _integer_slot(a, b, C, itol, lut, binning, nbp, nsub, block_rows, blk0, blk1, sums, counts, hist_out):
         """Blocks [blk0, blk1) of the pair: sums and counts per block, histograms into hist_out."""
         H = a.shape[0]
         L = a.shape[1]
@@ -750,6 +771,10 @@ if _numba is not None:
                 if hsize > 0:
                     if lut is None:
                         _scatter(ra, rb, W, C, h, nbp, sub_mask, sub_stride)
+                    elif binning[2] >= 0:
+                        _shift_row(ra, binning, xa)
+                        _shift_row(rb, binning, xb)
+                        _scatter(xa, xb, W, C, h, nbp, sub_mask, sub_stride)
                     else:
                         _lookup_row(ra, lut, xa)
                         _lookup_row(rb, lut, xb)
@@ -806,7 +831,7 @@ if _numba is not None:
     # the code inside prange, so the work lives in the serial (separately cached) slot functions.
 
     @_parallel
-    def _numba_integer(a, b, C, itol, lut, nbp, nsub, nslots, block_rows):
+    def _numba_integer(a, b, C, itol, lut, binning, nbp, nsub, nslots, block_rows):
         """Sums (nblocks, C, 8) int64, counts (nblocks, C+1) int64, histograms (nslots, 2*C*nbp).
 
         ``nbp`` = 0: no histograms. ``lut`` None (uint8): the value is the bin, nbp = 256; else
@@ -818,7 +843,7 @@ if _numba is not None:
         hist = np.zeros((nslots, 2 * C * nbp), np.int64)
         for s in _prange(nslots):
             _integer_slot(
-                a, b, C, itol, lut, nbp, nsub, block_rows,
+                a, b, C, itol, lut, binning, nbp, nsub, block_rows,
                 s * nblocks // nslots, (s + 1) * nblocks // nslots, sums, counts, hist[s],
             )  # fmt: skip
         return sums, counts, hist
@@ -845,12 +870,12 @@ if _numba is not None:
     # threads (Dask tasks) may run them at once; see serial_kernels().
 
     @_serial
-    def _numba_integer_serial(a, b, C, itol, lut, nbp, nsub, block_rows):
+    def _numba_integer_serial(a, b, C, itol, lut, binning, nbp, nsub, block_rows):
         nblocks = (a.shape[0] + block_rows - 1) // block_rows
         sums = np.zeros((nblocks, C, 8), np.int64)
         counts = np.zeros((nblocks, C + 1), np.int64)
         hist = np.zeros((1, 2 * C * nbp), np.int64)
-        _integer_slot(a, b, C, itol, lut, nbp, nsub, block_rows, 0, nblocks, sums, counts, hist[0])
+        _integer_slot(a, b, C, itol, lut, binning, nbp, nsub, block_rows, 0, nblocks, sums, counts, hist[0])
         return sums, counts, hist
 
     @_serial
@@ -927,19 +952,22 @@ def _pair_sums_numba(a, b, C, tolerance, center, bins, hist_range):
         # uint8 counts values (rebinned below, 256 of them) and never passes a table; uint16
         # always passes one, so each dtype compiles once.
         lut = None if a.dtype == np.uint8 else _NO_LUT
+        binning = _NO_SHIFT
         nbp = 0
         if want_hist:
             if lut is None:
                 nbp = 256
             else:
-                lut = _value_bins(a.dtype.name, *hist_range, bins)
+                binning = _shift_binning(*hist_range, bins)
+                if binning[2] < 0:
+                    lut = _value_bins(a.dtype.name, *hist_range, bins)
                 nbp = bins + 1
         nsub = _sub_histograms(2 * C * nbp)
         if getattr(_SERIAL, "on", False):
-            sums, counts, hist = _numba_integer_serial(a, b, C, itol, lut, nbp, nsub, block_rows)
+            sums, counts, hist = _numba_integer_serial(a, b, C, itol, lut, binning, nbp, nsub, block_rows)
         else:
             with _numba_lock:
-                sums, counts, hist = _numba_integer(a, b, C, itol, lut, nbp, nsub, nslots, block_rows)
+                sums, counts, hist = _numba_integer(a, b, C, itol, lut, binning, nbp, nsub, nslots, block_rows)
         ints = np.empty((8, C), np.int64)
         for k in range(8):
             ints[k] = sums[:, :, k].max(axis=0) if k == _MAX else sums[:, :, k].sum(axis=0)
@@ -973,6 +1001,23 @@ def _pair_sums_numba(a, b, C, tolerance, center, bins, hist_range):
     if want_hist:
         h = hist.sum(axis=0).reshape(2, C, nbins + 1)[:, :, :bins]
     return _finish_float(H * W, floats, counts[:C], counts[C], center, h, hist_range)
+
+
+_NO_SHIFT = np.array([0, 0, -1, 0], dtype=np.int64)
+_NO_SHIFT.flags.writeable = False
+
+
+def _shift_binning(lo: float, hi: float, bins: int) -> np.ndarray:
+    """(lo, hi, shift, bins) when the integer bins are ``(v - lo) >> shift`` exactly (integer ``lo``
+    and ``hi``, bin width a power of two); shift -1 (use the table) otherwise."""
+    out = np.array([0, 0, -1, bins], dtype=np.int64)
+    width = (hi - lo) / bins
+    if lo == int(lo) and hi == int(hi) and lo >= 0 and width >= 1 and width == int(width):
+        w = int(width)
+        if w & (w - 1) == 0:
+            out[:3] = (int(lo), int(hi), w.bit_length() - 1)
+    out.flags.writeable = False
+    return out
 
 
 def _rebin_values(h, lut, bins):

@@ -494,6 +494,26 @@ def test_uint16_full_range(impl, bins):
 
 
 @pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize(
+    "hist_range, bins",
+    [((0, 4096), 256), ((1024, 3072), 128), ((100, 356), 256), ((0, 65536), 64), ((0, 4095), 256), ((7, 5000), 99)],
+)
+def test_uint16_ranges_binned_by_shift_or_table(impl, hist_range, bins):
+    # Power-of-two bin widths with an integer start take the shift path in the numba kernel, the
+    # others the table: both must put values on the edges, at hi and past it where the oracle does.
+    rng = np.random.default_rng(bins + hist_range[0])
+    a = rng.integers(0, 6000, (40, 37)).astype(np.uint16)
+    b = rng.integers(0, 6000, (40, 37)).astype(np.uint16)
+    lo, hi = hist_range
+    a[0, :6] = np.clip([lo, hi, hi - 1, hi + 1, max(lo - 1, 0), 65535], 0, 65535)
+    b[0, :6] = np.clip([lo + 1, hi, lo, 0, hi - 1, 65535], 0, 65535)
+    s = pair_sums(a, b, bins=bins, hist_range=hist_range, impl=impl)
+    want = oracle(a, b, bins=bins, hist_range=hist_range)
+    np.testing.assert_array_equal(s.hist_a, want["hist_a"])
+    np.testing.assert_array_equal(s.hist_b, want["hist_b"])
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_nan_is_not_counted_and_poisons_the_sums(impl, dtype):
     # The caller rejects NaN (compare does); documented behaviour: histograms and l0 skip it,
