@@ -215,7 +215,31 @@ def _pick_namespace(options: CompareOptions, *images) -> ModuleType:
     return _backend.resolve_backend(options.backend)
 
 
-def _compare_arrays(ref, mov, options: CompareOptions, xp, *, names, diff_map=False) -> Comparison:
+class HistogramMemo:
+    """Histograms of frames already counted, for a run over a sequence: frame ``t`` is the moving
+    frame of pair ``(t-1, t)`` and the reference of ``(t, t+1)``, so its histogram is counted once.
+
+    Only a frame that reached the fused pass unchanged (no alignment, exposure, blur or edge step
+    altered it) is remembered, keyed by its index, the value range and the bin count.
+    """
+
+    def __init__(self):
+        self._h: dict = {}
+
+    def get(self, key, value_range, bins):
+        return self._h.get((key, value_range, bins))
+
+    def put(self, key, value_range, bins, hist) -> None:
+        self._h[(key, value_range, bins)] = hist
+
+    def forget(self, key) -> None:
+        for k in [k for k in self._h if k[0] == key]:
+            del self._h[k]
+
+
+def _compare_arrays(
+    ref, mov, options: CompareOptions, xp, *, names, diff_map=False, memo: HistogramMemo | None = None, keys=None
+) -> Comparison:
     from .metrics import pair_sums  # noqa: PLC0415
     from .preprocess import prepare_pair  # noqa: PLC0415
 
@@ -249,6 +273,10 @@ def _compare_arrays(ref, mov, options: CompareOptions, xp, *, names, diff_map=Fa
     lo, hi = prepared.value_range
     want_hist = options.wants("histogram")
     center = 0.0 if a.dtype.kind in "ui" else 0.5 * (lo + hi)
+    known = None
+    remember = want_hist and memo is not None
+    if remember and a is ref:
+        known = memo.get(keys[0], (lo, hi), options.bins)
     sums = pair_sums(
         a,
         b,
@@ -256,7 +284,10 @@ def _compare_arrays(ref, mov, options: CompareOptions, xp, *, names, diff_map=Fa
         center=center,
         bins=options.bins,
         hist_range=(lo, hi) if want_hist else None,
+        hist_a=known,
     )
+    if remember and b is mov:
+        memo.put(keys[1], (lo, hi), options.bins, sums.hist_b)
     result = metrics_from_sums(sums, options, data_range=prepared.data_range)
 
     if options.wants("ssim"):

@@ -164,7 +164,9 @@ class PairSums:
         return NotImplemented
 
 
-def pair_sums(a, b, *, tolerance=0.0, center=0.0, bins=256, hist_range=None, impl="auto") -> PairSums:
+def pair_sums(
+    a, b, *, tolerance=0.0, center=0.0, bins=256, hist_range=None, hist_a=None, impl="auto"
+) -> PairSums:
     """Every additive statistic of an image pair, from one read of the two images.
 
     Parameters
@@ -184,6 +186,10 @@ def pair_sums(a, b, *, tolerance=0.0, center=0.0, bins=256, hist_range=None, imp
     hist_range : (float, float) or None, optional
         ``(lo, hi)`` with ``hi > lo``, both finite: compute the histograms of ``a`` and ``b``
         per channel. None skips them.
+    hist_a : ndarray of int64, shape (C, bins), optional
+        The histogram of ``a`` over the same ``hist_range`` and ``bins``, already known (a frame
+        of a sequence is ``b`` of one pair and ``a`` of the next): returned as ``hist_a``
+        without being recomputed. The CPU pass then counts ``b`` only.
     impl : {'auto', 'reference', 'numba', 'cuda'}, optional
         'auto' takes 'cuda' for CuPy arrays, 'numba' for NumPy arrays when Numba imports, and
         'reference' otherwise.
@@ -232,13 +238,31 @@ def pair_sums(a, b, *, tolerance=0.0, center=0.0, bins=256, hist_range=None, imp
 
     H, W = int(a.shape[0]), int(a.shape[1])
     C = 1 if a.ndim == 2 else int(a.shape[2])
+    if hist_a is not None:
+        hist_a = _check_known_histogram(hist_a, C, bins, hist_range)
     a = xp.ascontiguousarray(a).reshape(H, W * C)
     b = xp.ascontiguousarray(b).reshape(H, W * C)
     if impl == "numba":
-        return _pair_sums_numba(a, b, C, tolerance, center, bins, hist_range)
-    if impl == "cuda":
-        return _pair_sums_cuda(xp, a, b, C, tolerance, center, bins, hist_range)
-    return _pair_sums_reference(xp, a, b, C, tolerance, center, bins, hist_range)
+        out = _pair_sums_numba(a, b, C, tolerance, center, bins, hist_range, both=hist_a is None)
+    elif impl == "cuda":
+        out = _pair_sums_cuda(xp, a, b, C, tolerance, center, bins, hist_range)
+    else:
+        out = _pair_sums_reference(xp, a, b, C, tolerance, center, bins, hist_range)
+    if hist_a is not None:
+        out.hist_a = hist_a
+    return out
+
+
+def _check_known_histogram(hist_a, C: int, bins: int, hist_range) -> np.ndarray:
+    if hist_range is None:
+        raise ConfigError("hist_a was given without hist_range: pass the range it was counted over")
+    h = np.asarray(hist_a)
+    if h.shape != (C, bins) or h.dtype.kind not in "ui":
+        raise ConfigError(
+            f"hist_a has shape {h.shape} and dtype {h.dtype}: expected integer counts of shape ({C}, {bins}) "
+            "as PairSums.hist_b of an earlier pair"
+        )
+    return h.astype(np.int64, copy=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -653,7 +677,7 @@ if _numba is not None:
             counts[blk, C] += _float_any(ra, rb, W, C, tol)
 
     @_inline
-    def _scatter_row(xa, xb, W, C, h, nbp, sub_mask, sub_stride):
+    def _scatter_row(xa, xb, W, C, h, nbp, sub_mask, sub_stride, both):
         """Count the bin indices (or uint8 values) of one row of a and b.
 
         ``h`` is flat: sub-histogram k at k*sub_stride (sub_stride = 0 folds the four onto one),
@@ -669,26 +693,28 @@ if _numba is not None:
                 base = np.uintp(k & sub_mask) * sub_stride
                 p = (x + k) * C
                 for c in range(C):
-                    h[base + np.uintp(c) * nbp + np.uintp(xa[p + c])] += np.uint32(1)
+                    if both:
+                        h[base + np.uintp(c) * nbp + np.uintp(xa[p + c])] += np.uint32(1)
                     h[base + (uc + np.uintp(c)) * nbp + np.uintp(xb[p + c])] += np.uint32(1)
             x += 4
         while x < W:
             p = x * C
             for c in range(C):
-                h[np.uintp(c) * nbp + np.uintp(xa[p + c])] += np.uint32(1)
+                if both:
+                    h[np.uintp(c) * nbp + np.uintp(xa[p + c])] += np.uint32(1)
                 h[(uc + np.uintp(c)) * nbp + np.uintp(xb[p + c])] += np.uint32(1)
             x += 1
 
     @_inline
-    def _scatter(xa, xb, W, C, h, nbp, sub_mask, sub_stride):
+    def _scatter(xa, xb, W, C, h, nbp, sub_mask, sub_stride, both):
         if C == 1:
-            _scatter_row(xa, xb, W, 1, h, nbp, sub_mask, sub_stride)
+            _scatter_row(xa, xb, W, 1, h, nbp, sub_mask, sub_stride, both)
         elif C == 2:
-            _scatter_row(xa, xb, W, 2, h, nbp, sub_mask, sub_stride)
+            _scatter_row(xa, xb, W, 2, h, nbp, sub_mask, sub_stride, both)
         elif C == 3:
-            _scatter_row(xa, xb, W, 3, h, nbp, sub_mask, sub_stride)
+            _scatter_row(xa, xb, W, 3, h, nbp, sub_mask, sub_stride, both)
         else:
-            _scatter_row(xa, xb, W, 4, h, nbp, sub_mask, sub_stride)
+            _scatter_row(xa, xb, W, 4, h, nbp, sub_mask, sub_stride, both)
 
     @_inline
     def _lookup_row(x, lut, out):
@@ -742,7 +768,9 @@ if _numba is not None:
             hist_out[i] += total
 
     @_serial
-    def _integer_slot(a, b, C, itol, lut, binning, nbp, nsub, block_rows, blk0, blk1, sums, counts, hist_out):
+    def _integer_slot(
+        a, b, C, itol, lut, binning, nbp, nsub, block_rows, blk0, blk1, sums, counts, hist_out, both
+    ):
         """Blocks [blk0, blk1) of the pair: sums and counts per block, histograms into hist_out."""
         H = a.shape[0]
         L = a.shape[1]
@@ -770,15 +798,17 @@ if _numba is not None:
                     _int_row(ra, rb, W, 4, itol, sums, counts, blk)
                 if hsize > 0:
                     if lut is None:
-                        _scatter(ra, rb, W, C, h, nbp, sub_mask, sub_stride)
+                        _scatter(ra, rb, W, C, h, nbp, sub_mask, sub_stride, both)
                     elif binning[2] >= 0:
-                        _shift_row(ra, binning, xa)
+                        if both:
+                            _shift_row(ra, binning, xa)
                         _shift_row(rb, binning, xb)
-                        _scatter(xa, xb, W, C, h, nbp, sub_mask, sub_stride)
+                        _scatter(xa, xb, W, C, h, nbp, sub_mask, sub_stride, both)
                     else:
-                        _lookup_row(ra, lut, xa)
+                        if both:
+                            _lookup_row(ra, lut, xa)
                         _lookup_row(rb, lut, xb)
-                        _scatter(xa, xb, W, C, h, nbp, sub_mask, sub_stride)
+                        _scatter(xa, xb, W, C, h, nbp, sub_mask, sub_stride, both)
             since += (r1 - blk * block_rows) * W
             if hsize > 0 and since >= _FLUSH_PIXELS:
                 _flush(h, hist_out, hsize, nsub)
@@ -788,7 +818,7 @@ if _numba is not None:
 
     @_serial
     def _float_slot(
-        a, b, C, tol, center, lo, hi, nbins, nsub, block_rows, blk0, blk1, sums, counts, hist_out
+        a, b, C, tol, center, lo, hi, nbins, nsub, block_rows, blk0, blk1, sums, counts, hist_out, both
     ):
         """Blocks [blk0, blk1) of the pair: sums and counts per block, histograms into hist_out."""
         H = a.shape[0]
@@ -817,9 +847,10 @@ if _numba is not None:
                 else:
                     _float_row(ra, rb, W, 4, tol, center, sums, counts, blk)
                 if hsize > 0:
-                    _bin_row(ra, lo, hi, nbins, xa)
+                    if both:
+                        _bin_row(ra, lo, hi, nbins, xa)
                     _bin_row(rb, lo, hi, nbins, xb)
-                    _scatter(xa, xb, W, C, h, nbp, sub_mask, sub_stride)
+                    _scatter(xa, xb, W, C, h, nbp, sub_mask, sub_stride, both)
             since += (r1 - blk * block_rows) * W
             if hsize > 0 and since >= _FLUSH_PIXELS:
                 _flush(h, hist_out, hsize, nsub)
@@ -831,7 +862,7 @@ if _numba is not None:
     # the code inside prange, so the work lives in the serial (separately cached) slot functions.
 
     @_parallel
-    def _numba_integer(a, b, C, itol, lut, binning, nbp, nsub, nslots, block_rows):
+    def _numba_integer(a, b, C, itol, lut, binning, nbp, nsub, nslots, block_rows, both):
         """Sums (nblocks, C, 8) int64, counts (nblocks, C+1) int64, histograms (nslots, 2*C*nbp).
 
         ``nbp`` = 0: no histograms. ``lut`` None (uint8): the value is the bin, nbp = 256; else
@@ -844,12 +875,12 @@ if _numba is not None:
         for s in _prange(nslots):
             _integer_slot(
                 a, b, C, itol, lut, binning, nbp, nsub, block_rows,
-                s * nblocks // nslots, (s + 1) * nblocks // nslots, sums, counts, hist[s],
+                s * nblocks // nslots, (s + 1) * nblocks // nslots, sums, counts, hist[s], both,
             )  # fmt: skip
         return sums, counts, hist
 
     @_parallel
-    def _numba_float(a, b, C, tol, center, lo, hi, nbins, nsub, nslots, block_rows):
+    def _numba_float(a, b, C, tol, center, lo, hi, nbins, nsub, nslots, block_rows, both):
         """Sums (nblocks, C, 8) float64, counts (nblocks, C+1), histograms (nslots, 2*C*(nbins+1)).
 
         ``nbins`` = 0: no histograms. Bin ``nbins`` collects values outside [lo, hi] and NaN.
@@ -861,7 +892,7 @@ if _numba is not None:
         for s in _prange(nslots):
             _float_slot(
                 a, b, C, tol, center, lo, hi, nbins, nsub, block_rows,
-                s * nblocks // nslots, (s + 1) * nblocks // nslots, sums, counts, hist[s],
+                s * nblocks // nslots, (s + 1) * nblocks // nslots, sums, counts, hist[s], both,
             )  # fmt: skip
         return sums, counts, hist
 
@@ -870,21 +901,25 @@ if _numba is not None:
     # threads (Dask tasks) may run them at once; see serial_kernels().
 
     @_serial
-    def _numba_integer_serial(a, b, C, itol, lut, binning, nbp, nsub, block_rows):
+    def _numba_integer_serial(a, b, C, itol, lut, binning, nbp, nsub, block_rows, both):
         nblocks = (a.shape[0] + block_rows - 1) // block_rows
         sums = np.zeros((nblocks, C, 8), np.int64)
         counts = np.zeros((nblocks, C + 1), np.int64)
         hist = np.zeros((1, 2 * C * nbp), np.int64)
-        _integer_slot(a, b, C, itol, lut, binning, nbp, nsub, block_rows, 0, nblocks, sums, counts, hist[0])
+        _integer_slot(
+            a, b, C, itol, lut, binning, nbp, nsub, block_rows, 0, nblocks, sums, counts, hist[0], both
+        )
         return sums, counts, hist
 
     @_serial
-    def _numba_float_serial(a, b, C, tol, center, lo, hi, nbins, nsub, block_rows):
+    def _numba_float_serial(a, b, C, tol, center, lo, hi, nbins, nsub, block_rows, both):
         nblocks = (a.shape[0] + block_rows - 1) // block_rows
         sums = np.zeros((nblocks, C, 8), np.float64)
         counts = np.zeros((nblocks, C + 1), np.int64)
         hist = np.zeros((1, 2 * C * (nbins + 1) if nbins > 0 else 0), np.int64)
-        _float_slot(a, b, C, tol, center, lo, hi, nbins, nsub, block_rows, 0, nblocks, sums, counts, hist[0])
+        _float_slot(
+            a, b, C, tol, center, lo, hi, nbins, nsub, block_rows, 0, nblocks, sums, counts, hist[0], both
+        )
         return sums, counts, hist
 
 
@@ -940,7 +975,7 @@ def _readable(x: np.ndarray) -> np.ndarray:
     return x if x.flags.writeable else np.asarray(_ReadView(x))
 
 
-def _pair_sums_numba(a, b, C, tolerance, center, bins, hist_range):
+def _pair_sums_numba(a, b, C, tolerance, center, bins, hist_range, both=True):
     a, b = _readable(a), _readable(b)
     H = a.shape[0]
     W = a.shape[1] // C
@@ -964,10 +999,10 @@ def _pair_sums_numba(a, b, C, tolerance, center, bins, hist_range):
                 nbp = bins + 1
         nsub = _sub_histograms(2 * C * nbp)
         if getattr(_SERIAL, "on", False):
-            sums, counts, hist = _numba_integer_serial(a, b, C, itol, lut, binning, nbp, nsub, block_rows)
+            sums, counts, hist = _numba_integer_serial(a, b, C, itol, lut, binning, nbp, nsub, block_rows, both)
         else:
             with _numba_lock:
-                sums, counts, hist = _numba_integer(a, b, C, itol, lut, binning, nbp, nsub, nslots, block_rows)
+                sums, counts, hist = _numba_integer(a, b, C, itol, lut, binning, nbp, nsub, nslots, block_rows, both)
         ints = np.empty((8, C), np.int64)
         for k in range(8):
             ints[k] = sums[:, :, k].max(axis=0) if k == _MAX else sums[:, :, k].sum(axis=0)
@@ -986,12 +1021,13 @@ def _pair_sums_numba(a, b, C, tolerance, center, bins, hist_range):
     nsub = _sub_histograms(2 * C * (nbins + 1)) if want_hist else 1
     if getattr(_SERIAL, "on", False):
         sums, counts, hist = _numba_float_serial(
-            a, b, C, float(tolerance), float(center), float(lo), float(hi), nbins, nsub, block_rows
+            a, b, C, float(tolerance), float(center), float(lo), float(hi), nbins, nsub, block_rows, both
         )
     else:
         with _numba_lock:
             sums, counts, hist = _numba_float(
-                a, b, C, float(tolerance), float(center), float(lo), float(hi), nbins, nsub, nslots, block_rows
+                a, b, C, float(tolerance), float(center), float(lo), float(hi), nbins, nsub, nslots, block_rows,
+                both,
             )
     floats = np.empty((8, C), np.float64)
     for k in range(8):

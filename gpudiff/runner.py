@@ -95,7 +95,7 @@ def process_chunk(source, c: int, start: int, refs, movs, options: CompareOption
                   stop: threading.Event | None = None) -> ChunkResult:
     """Compare every item of chunk ``c`` (items ``start, start+1, ...`` pairing frames ``refs[k]``
     and ``movs[k]``) and write the chunk to the store, status last."""
-    from .compare import compare  # noqa: PLC0415
+    from .compare import HistogramMemo, _compare_arrays  # noqa: PLC0415
     from .store import metric_columns  # noqa: PLC0415
 
     stop = _STOP if stop is None else stop
@@ -121,6 +121,7 @@ def process_chunk(source, c: int, start: int, refs, movs, options: CompareOption
 
     xp = _backend.resolve_backend(options.backend)
     cache: dict[int, object] = {}
+    memo = HistogramMemo()  # a frame shared by two pairs has its histogram counted once
     last_use = {}
     for k, (r, m) in enumerate(zip(refs.tolist(), movs.tolist())):
         last_use[r] = k
@@ -154,7 +155,10 @@ def process_chunk(source, c: int, start: int, refs, movs, options: CompareOption
             try:
                 a = frame(r)
                 b = frame(m)
-                result = compare(a, b, options=options, diff_map=bool(maps))
+                # frames come validated from the source (as compare() validates its inputs)
+                result = _compare_arrays(
+                    a, b, options, xp, names=("reference", "moving"), diff_map=bool(maps), memo=memo, keys=(r, m)
+                )
                 for name in names:
                     if name.startswith("hist_"):
                         v = (result.histogram or {}).get(name[5:])
@@ -186,6 +190,7 @@ def process_chunk(source, c: int, start: int, refs, movs, options: CompareOption
             for i in (r, m):  # drop frames no later item of this chunk uses
                 if last_use.get(i) == k:
                     cache.pop(i, None)
+                    memo.forget(i)
     columns.update(maps)
     store.write_chunk(c, columns, status, errors)
     res.seconds = time.perf_counter() - t0

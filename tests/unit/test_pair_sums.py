@@ -1007,3 +1007,32 @@ def test_emulated_cuda_kernel_two_and_four_channels_and_nan(emulated_cuda):
     s = emulated_cuda(a, b, hist_range=(0, 1), bins=10)
     assert s.hist_a.sum() == 3 and s.hist_b.sum() == 3 and s.l0[0] == 1 and s.l0_any == 1
     assert np.isnan(s.l1[0]) and np.isnan(s.sse[0])
+
+
+# --------------------------------------------------------------------------------------------------
+# a histogram already known (consecutive frames)
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("C", [1, 3])
+def test_known_hist_a_gives_the_same_sums(impl, dtype, C):
+    # Frame b of pair (x, a) is frame a of pair (a, b): its counts are passed on, not recounted.
+    rng = np.random.default_rng(C + 17)
+    shape = (45, 38, C) if C > 1 else (45, 38)
+    x, a = random_pair(rng, shape, dtype, similar=False)
+    _, b = random_pair(rng, shape, dtype, similar=True)
+    rng_ = (0, 256) if dtype == np.uint8 else (0, 65536) if dtype == np.uint16 else (0, 1)
+    first = pair_sums(x, a, bins=64, hist_range=rng_, impl=impl)
+    known = pair_sums(a, b, bins=64, hist_range=rng_, hist_a=first.hist_b, impl=impl)
+    assert_matches_oracle(known, oracle(a, b, bins=64, hist_range=rng_))
+
+
+def test_known_hist_a_is_checked():
+    a, b = random_pair(np.random.default_rng(3), (20, 20), np.uint8)
+    with pytest.raises(ConfigError, match="without hist_range"):
+        pair_sums(a, b, hist_a=np.zeros((1, 256), np.int64))
+    with pytest.raises(ConfigError, match=r"shape \(1, 256\)"):
+        pair_sums(a, b, hist_range=(0, 256), hist_a=np.zeros((3, 256), np.int64))
+    with pytest.raises(ConfigError, match="integer counts"):
+        pair_sums(a, b, hist_range=(0, 256), hist_a=np.zeros((1, 256), np.float64))
