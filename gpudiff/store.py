@@ -373,6 +373,32 @@ def _gpudiff_version() -> str:
     return __version__
 
 
+def _set_together(writes, sl: slice) -> None:
+    """``array[sl] = values`` for every pair, the writes in flight together.
+
+    A chunk's ~20 small columns are written concurrently on zarr's own event loop (one file each),
+    instead of one blocking round trip to that loop per column (about 1.4 ms each on a local disk).
+    Falls back to one at a time where zarr's asynchronous layer is not where it is expected.
+    """
+    try:
+        import asyncio  # noqa: PLC0415
+
+        from zarr.core.sync import sync  # noqa: PLC0415
+
+        handles = [(a._async_array, v) for a, v in writes]
+    except (ImportError, AttributeError):
+        handles = None
+    if handles is None or len(handles) < 2:
+        for a, v in writes:
+            a[sl] = v
+        return
+
+    async def _all():
+        await asyncio.gather(*(h.setitem(sl, v) for h, v in handles))
+
+    sync(_all())
+
+
 def _disk_error(path, e: OSError, doing: str) -> InputError:
     if e.errno in _DISK_FULL:
         return InputError(f"{path}: disk full while {doing}: free space and rerun; finished chunks are kept")
@@ -757,10 +783,9 @@ class ResultStore:
         errors = [""] * m if errors is None else ["" if e is None else str(e) for e in errors]
         if len(errors) != m:
             raise ValueError(f"errors of chunk {c}: need {m} strings, got {len(errors)}")
+        prepared.append(("error", np.asarray(errors, dtype=object)))
         try:
-            for name, values in prepared:
-                self._arrays[name][sl] = values
-            self._arrays["error"][sl] = np.asarray(errors, dtype=object)
+            _set_together([(self._arrays[name], values) for name, values in prepared], sl)
             self._arrays["status"][sl] = status  # last: a chunk whose status is set is complete
         except OSError as e:
             raise _disk_error(self.path, e, f"writing chunk {c}") from None
