@@ -235,6 +235,87 @@ def _cmd_demo(args) -> int:
     return run_demo(args.out, backend=args.backend)
 
 
+def add_dedup_options(p: argparse.ArgumentParser) -> None:
+    """The keep/drop rule's flags (each a field of gpudiff.dedup.DedupOptions)."""
+    from .dedup import LIGHT_MODES, RULES, DedupOptions  # noqa: PLC0415
+
+    d = DedupOptions()
+    g = p.add_argument_group("when is a frame changed (fields of gpudiff.dedup.DedupOptions)")
+    g.add_argument("--rule", choices=RULES, default=d.rule,
+                   help="pixels: fraction of pixels over the noise level (default); blocks: mpdecimate's "
+                   "8x8 block rule; metric: any compare metric against --threshold")
+    g.add_argument("--noise", default=d.noise, metavar="auto|LEVEL",
+                   help="pixels: |difference| that counts, in grey levels, or auto (K noise deviations, "
+                   "estimated on the reference frame; default)")
+    g.add_argument("--k", type=float, default=d.k, help=f"noise deviations with --noise auto (default {d.k:g})")
+    g.add_argument("--min-changed", type=float, default=d.min_changed, metavar="FRACTION",
+                   help=f"pixels: changed when more than this fraction of pixels changed (default {d.min_changed:g})")
+    g.add_argument("--hi", type=float, default=d.hi, help="blocks: any 8x8 block SAD over this (8-bit levels)")
+    g.add_argument("--lo", type=float, default=d.lo, help="blocks: block SAD counted as changed over this")
+    g.add_argument("--frac", type=float, default=d.frac, help="blocks: changed when more than this fraction of blocks is over --lo")
+    g.add_argument("--metric", default=None, help="metric: the compare metric (ssim, mse, hist_kl, ...)")
+    g.add_argument("--threshold", type=float, default=None, help="metric: the threshold")
+    g.add_argument("--light", choices=LIGHT_MODES, default=d.light,
+                   help="robust to global light changes: gain (linear exposure), histogram (any tone curve), "
+                   "edges (normalised Sobel magnitudes)")
+    g.add_argument("--blur", type=float, default=d.blur, metavar="SIGMA", help="Gaussian blur before comparing")
+    g.add_argument("--keep-repeats", action="store_true",
+                   help="keep a frame identical to an earlier kept frame (dropped by default)")
+    g.add_argument("--backend", choices=("auto", "numpy", "cupy"),
+                   default=os.environ.get("GPUDIFF_BACKEND", "auto") or "auto")
+    g.add_argument("--keep-dir", default=None, metavar="DIR",
+                   help="copy kept frames here (stack/video frames as PNG/TIFF files); originals never touched")
+    g.add_argument("--link", action="store_true", help="hard-link kept files instead of copying (same filesystem)")
+
+
+def dedup_options_from_args(args):
+    from .dedup import DedupOptions  # noqa: PLC0415
+
+    return DedupOptions(rule=args.rule, noise=args.noise, k=args.k, min_changed=args.min_changed, hi=args.hi,
+                        lo=args.lo, frac=args.frac, metric=args.metric, threshold=args.threshold, light=args.light,
+                        blur=args.blur, drop_repeats=not args.keep_repeats, backend=args.backend)
+
+
+def _cmd_dedup(args) -> int:
+    from .timelapse import run_dedup  # noqa: PLC0415
+
+    options = dedup_options_from_args(args)
+    if not args.out and not args.keep_dir and not args.explain and not args.json:
+        raise ConfigError("nothing to write: give --keep-dir DIR, --out STORE.zarr, --explain or --json")
+
+    def show(d):
+        if args.explain:
+            verdict = "FAILED" if d.failed else ("keep" if d.keep else "drop")
+            score = "" if d.statistic != d.statistic else f" score {d.statistic:.6g} vs {d.threshold:.6g}"
+            print(f"{d.index}\t{verdict}\t{d.reason}{score}")
+        elif args.json:
+            print(json.dumps({"frame": d.index, "keep": d.keep, "failed": d.failed, "reference": d.reference,
+                              "score": None if d.statistic != d.statistic else d.statistic,
+                              "threshold": None if d.threshold != d.threshold else d.threshold,
+                              "repeat_of": d.repeat_of, "reason": d.reason}))
+
+    report = run_dedup(args.source, options=options, out=args.out, keep_dir=args.keep_dir, link=args.link,
+                       overwrite=args.overwrite, component=args.component, chunk=args.chunk,
+                       workers=args.workers, on_decision=show)
+    print(f"gpudiff dedup: {report.frames} frames: {report.kept} kept, {report.dropped} dropped, "
+          f"{report.failed} failed ({options.describe()}) in {report.elapsed_s:.1f} s"
+          + (f"; store {args.out}" if args.out else "") + (f"; kept frames in {args.keep_dir}" if args.keep_dir else ""),
+          file=sys.stderr)
+    return report.exit_code
+
+
+def _cmd_watch(args) -> int:
+    from .timelapse import watch  # noqa: PLC0415
+
+    if not args.keep_dir:
+        raise ConfigError("gpudiff watch needs --keep-dir DIR: where the kept snapshots go")
+    report = watch(args.folder, keep_dir=args.keep_dir, options=dedup_options_from_args(args),
+                   state_path=args.state, interval=args.interval, settle=args.settle, once=args.once,
+                   link=args.link)
+    print(f"gpudiff watch: {report.decided} new frames decided, {report.kept} kept", file=sys.stderr)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gpudiff", description="How different are these two images? At archive scale.")
     parser.add_argument("--version", action="version", version=f"gpudiff {__version__}")
@@ -273,6 +354,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="plain periodic lines even on a terminal")
     add_compare_options(p)
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("dedup", help="keep only the frames where something changed (time-lapse)",
+                       description="Compare each frame with the last kept frame; keep it when it changed. "
+                       "Exit codes: 0 done, 1 some frames unreadable (recorded), 2 usage/input error.")
+    p.add_argument("source", help="folder, glob, .tif stack, .zarr array, video or GIF")
+    p.add_argument("--out", default=None, metavar="STORE.zarr", help="write every decision to a (resumable) store")
+    p.add_argument("--explain", action="store_true", help="print each frame's decision, score and reason")
+    p.add_argument("--json", action="store_true", help="print each decision as a JSON line")
+    p.add_argument("--component", default=None, help="array path inside a Zarr store")
+    p.add_argument("--chunk", type=_positive_int, default=64, help="frames per store chunk")
+    p.add_argument("--workers", type=_positive_int, default=None, help="parallel tasks (default: CPU count)")
+    p.add_argument("--overwrite", action="store_true", help="delete an existing store and start again")
+    add_dedup_options(p)
+    p.set_defaults(func=_cmd_dedup)
+
+    p = sub.add_parser("watch", help="decide each new snapshot in a folder as it lands",
+                       description="Poll FOLDER; each complete new image is compared with the last kept one and "
+                       "copied to --keep-dir when it changed. State is kept on disk: a restart continues.")
+    p.add_argument("folder")
+    p.add_argument("--state", default=None, help="state file (default KEEP_DIR/.gpudiff-watch.json)")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between polls (default 2)")
+    p.add_argument("--settle", type=float, default=1.0,
+                   help="a file is complete once unchanged for this many seconds (default 1)")
+    p.add_argument("--once", action="store_true", help="decide what is there now and exit (cron)")
+    add_dedup_options(p)
+    p.set_defaults(func=_cmd_watch)
 
     p = sub.add_parser("status", help="done / failed / pending of a result store, and what failed")
     p.add_argument("store")

@@ -473,7 +473,8 @@ class Deduplicator:
         checksum = frame_checksum(frame) if checksum is None else int(checksum)
         if self.last_index < 0 or (self._last is None and score is None):
             if self.last_index < 0:
-                return self._keep(index, frame, checksum, Decision(index, True, -1, reason="first frame"))
+                first = Decision(index, True, -1, checksum=checksum, reason="first frame")
+                return self._keep(index, frame, checksum, first)
             if self._load is None:
                 raise InputError("the last kept frame's pixels are missing: restore() it with last_frame")
             self._last = _backend.to_device(self._load(self.last_index), self.xp)
