@@ -160,6 +160,12 @@ def _cmd_run(args) -> int:
         overwrite=args.overwrite,
         log_json=args.log_json,
         progress=False if args.no_progress else None,
+        flow=args.flow,
+        flow_radius=args.flow_radius,
+        events=args.corrupt or args.cuts,
+        background=args.background,
+        background_options=_background_options(args),
+        event_options=None,
     )
     report = run(cfg, options)
     items = report.done + report.failed + report.pending
@@ -178,6 +184,17 @@ def _cmd_run(args) -> int:
         if report.pending:
             print("gpudiff run: interrupted; run the same command again to resume", file=sys.stderr)
     return report.exit_code
+
+
+def _background_options(args) -> dict | None:
+    if not args.background:
+        return None
+    from .background import BackgroundOptions  # noqa: PLC0415
+
+    d = BackgroundOptions()
+    return BackgroundOptions(k=args.bg_k, learning_rate=args.bg_learning_rate, min_std=args.bg_min_std,
+                             init_frames=args.bg_init_frames, cleanup_radius=args.bg_cleanup,
+                             align=args.bg_align, color=d.color).to_dict()
 
 
 def _cmd_status(args) -> int:
@@ -342,7 +359,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk", type=_positive_int, default=64,
                    help="items per task and store chunk (default 64: larger amortises store writes, "
                    "smaller loses less work to a kill)")
-    p.add_argument("--save-maps", default="", metavar="diff", help="also store per-pixel maps (diff)")
+    p.add_argument("--save-maps", default="", metavar="diff,flow,foreground",
+                   help="also store per-pixel maps: diff, flow (with --flow), foreground (with --background)")
+    seq = p.add_argument_group("sequence features (consecutive pairs)")
+    seq.add_argument("--flow", action="store_true",
+                     help="dense Lucas-Kanade optical flow per pair: flow_mean, flow_p95 (pixels)")
+    seq.add_argument("--flow-radius", type=_positive_int, default=7, help="flow window radius (default 7)")
+    seq.add_argument("--corrupt", action="store_true", help="flag corrupted frames (columns corrupt, corrupt_score)")
+    seq.add_argument("--cuts", action="store_true", help="flag scene cuts (columns cut, cut_score)")
+    seq.add_argument("--background", action="store_true",
+                     help="per-pixel running mean/std background model: foreground_fraction per frame")
+    from .background import BackgroundOptions  # noqa: PLC0415
+
+    bd = BackgroundOptions()
+    seq.add_argument("--bg-k", type=float, default=bd.k, help=f"foreground beyond K std (default {bd.k:g})")
+    seq.add_argument("--bg-learning-rate", type=float, default=bd.learning_rate,
+                     help=f"background update rate (default {bd.learning_rate:g})")
+    seq.add_argument("--bg-min-std", type=float, default=bd.min_std,
+                     help=f"std floor, fraction of the data range (default {bd.min_std:g})")
+    seq.add_argument("--bg-init-frames", type=_positive_int, default=bd.init_frames,
+                     help=f"frames that initialise the model (default {bd.init_frames})")
+    seq.add_argument("--bg-cleanup", type=int, default=bd.cleanup_radius,
+                     help=f"opening+closing disk radius of the mask (default {bd.cleanup_radius}; 0 none)")
+    seq.add_argument("--bg-align", action="store_true",
+                     help="align each frame to the first before the model (camera jitter)")
     p.add_argument("--scheduler", default=None,
                    help="threads (default: local threads), local:N (N worker processes), cuda "
                    "(dask-cuda, a worker per GPU), or tcp://host:port of a running scheduler")

@@ -34,7 +34,7 @@ from .plan import Plan, Shard, make_plan, shard_from_env
 __all__ = ["RunConfig", "RunReport", "run", "process_chunk", "MAP_KINDS"]
 
 #: Per-pixel maps a run can save (``--save-maps``).
-MAP_KINDS = ("diff",)
+MAP_KINDS = ("diff", "flow", "foreground")
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -53,11 +53,25 @@ class RunConfig:
     log_json: bool = False
     progress: bool | None = None  # None: a bar on a terminal, plain lines otherwise
     log_every_s: float = 10.0
+    #: Sequence features (each item's moving frame against its reference): dense optical flow,
+    #: corrupted frames and cuts, background subtraction.
+    flow: bool = False
+    events: bool = False
+    background: bool = False
+    flow_radius: int = 7
+    event_options: dict | None = None
+    background_options: dict | None = None
 
     def __post_init__(self):
         bad = sorted(set(self.save_maps) - set(MAP_KINDS))
         if bad:
             raise ConfigError(f"--save-maps {','.join(bad)}: known maps are {', '.join(MAP_KINDS)}")
+        if "flow" in self.save_maps and not self.flow:
+            raise ConfigError("--save-maps flow needs --flow")
+        if "foreground" in self.save_maps and not self.background:
+            raise ConfigError("--save-maps foreground needs --background")
+        if (self.flow or self.events or self.background) and self.pairs != "consecutive":
+            raise ConfigError("--flow, --corrupt, --cuts and --background need --pairs consecutive (a sequence)")
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"--workers {self.workers} must be >= 1")
 
@@ -92,7 +106,7 @@ class ChunkResult:
 
 
 def process_chunk(source, c: int, start: int, refs, movs, options: CompareOptions, out: str, save_maps=(),
-                  stop: threading.Event | None = None) -> ChunkResult:
+                  stop: threading.Event | None = None, seq: dict | None = None) -> ChunkResult:
     """Compare every item of chunk ``c`` (items ``start, start+1, ...`` pairing frames ``refs[k]``
     and ``movs[k]``) and write the chunk to the store, status last."""
     from .compare import HistogramMemo, _compare_arrays  # noqa: PLC0415
@@ -112,10 +126,17 @@ def process_chunk(source, c: int, start: int, refs, movs, options: CompareOption
     columns = {name: np.full(n, np.nan) for name in names}
     if options.align:
         columns["shift"] = np.full((n, 2), np.nan)
+    seq = seq or {}
     maps = {}
     if "diff" in save_maps:
         h, w = _frame_hw(store)
         maps["maps/diff"] = np.full((n, h, w), np.nan, dtype=np.float32)
+    if seq.get("flow"):
+        columns["flow_mean"] = np.full(n, np.nan)
+        columns["flow_p95"] = np.full(n, np.nan)
+        if "flow" in save_maps:
+            h, w = _frame_hw(store)
+            maps["maps/flow"] = np.full((n, h, w, 2), np.nan, dtype=np.float32)
     status = np.zeros(n, dtype=np.uint8)
     errors = [""] * n
 
@@ -157,7 +178,8 @@ def process_chunk(source, c: int, start: int, refs, movs, options: CompareOption
                 b = frame(m)
                 # frames come validated from the source (as compare() validates its inputs)
                 result = _compare_arrays(
-                    a, b, options, xp, names=("reference", "moving"), diff_map=bool(maps), memo=memo, keys=(r, m)
+                    a, b, options, xp, names=("reference", "moving"), diff_map="maps/diff" in maps, memo=memo,
+                    keys=(r, m),
                 )
                 for name in names:
                     if name.startswith("hist_"):
@@ -167,10 +189,12 @@ def process_chunk(source, c: int, start: int, refs, movs, options: CompareOption
                     columns[name][k] = np.nan if v is None else v
                 if options.align and result.shift is not None:
                     columns["shift"][k] = result.shift
-                if maps:
+                if "maps/diff" in maps:
                     r0, r1, c0, c1 = result.window
                     dm = result.diff_map
                     maps["maps/diff"][k, r0 : r0 + dm.shape[0], c0 : c0 + dm.shape[1]] = dm
+                if seq.get("flow"):
+                    _flow_item(a, b, k, columns, maps, radius=seq.get("flow_radius", 7))
                 status[k] = 1
                 res.done += 1
             except GpudiffError as exc:
@@ -195,6 +219,22 @@ def process_chunk(source, c: int, start: int, refs, movs, options: CompareOption
     store.write_chunk(c, columns, status, errors)
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def _flow_item(a, b, k, columns, maps, *, radius):
+    """Dense Lucas-Kanade flow of one pair: mean and p95 of its magnitude (and the field)."""
+    from .flow import flow_magnitude_stats, optical_flow_lk  # noqa: PLC0415
+    from .preprocess import to_gray  # noqa: PLC0415
+
+    if a.shape[:2] != b.shape[:2]:
+        raise GpudiffError(f"flow needs frames of one size: {tuple(a.shape)} vs {tuple(b.shape)}")
+    flow = optical_flow_lk(to_gray(a), to_gray(b), radius=radius)
+    stats = flow_magnitude_stats(flow)
+    columns["flow_mean"][k] = stats["flow_mean"]
+    columns["flow_p95"][k] = stats["flow_p95"]
+    if "maps/flow" in maps:
+        xp = _backend.get_namespace(flow)
+        maps["maps/flow"][k] = _backend.to_host(xp.moveaxis(flow, 0, -1))  # sync
 
 
 _STORES: dict = {}
@@ -240,13 +280,28 @@ def _frame_hw(store) -> tuple[int, int]:
 def _fields(options: CompareOptions, cfg: RunConfig, source):
     from .store import result_fields  # noqa: PLC0415
 
+    from .store import Field, map_field  # noqa: PLC0415
+
     maps = {}
+    shape = source.frame_shape
+    if cfg.save_maps and not shape:
+        raise ConfigError(f"--save-maps needs frames of one shape; {cfg.source} has mixed shapes")
     if "diff" in cfg.save_maps:
-        shape = source.frame_shape
-        if not shape:
-            raise ConfigError(f"--save-maps diff needs frames of one shape; {cfg.source} has mixed shapes")
         maps["diff"] = tuple(shape[:2])
-    return result_fields(options, manifest=source.pairs() is not None, maps=maps)
+    out = result_fields(options, manifest=source.pairs() is not None, maps=maps)
+    if cfg.flow:
+        out += [Field("flow_mean", "float64"), Field("flow_p95", "float64")]
+        if "flow" in cfg.save_maps:
+            h, w = shape[:2]
+            out.append(Field("maps/flow", "float32", (h, w, 2), dims=("item", "y", "x", "component"),
+                             item_chunk=1))
+    if cfg.background:
+        out.append(Field("foreground_fraction", "float64"))
+        if "foreground" in cfg.save_maps:
+            out.append(map_field("foreground", tuple(shape[:2]), dtype="bool"))
+    if cfg.events:
+        raise ConfigError("--corrupt/--cuts: not available in this build yet")
+    return out
 
 
 def _initial_columns(source, plan: Plan) -> dict:
@@ -272,6 +327,9 @@ def _run_config_key(options: CompareOptions, cfg: RunConfig, source, plan: Plan,
         "source": source.fingerprint(),
         "fields": [f.name for f in fields],
         "save_maps": list(cfg.save_maps),
+        "sequence": {"flow": cfg.flow, "flow_radius": cfg.flow_radius, "events": cfg.events,
+                     "event_options": cfg.event_options, "background": cfg.background,
+                     "background_options": cfg.background_options},
     }
 
 
@@ -372,8 +430,18 @@ def run(cfg: RunConfig, options: CompareOptions, *, stream=None) -> RunReport:
                          len(pending), log_json=cfg.log_json, bar=cfg.progress, every_s=cfg.log_every_s,
                          stream=stream)
     _STOP.clear()
-    results = _execute(cfg, source, plan, pending, options, progress)
-    progress.close()
+    old = _install_stop_handlers() if cfg.background else None
+    try:
+        results = _execute(cfg, source, plan, pending, options, progress)
+        progress.close()
+        bg_pending = 0
+        if cfg.background and not _STOP.is_set():
+            bg_pending = background_pass(cfg, source, plan, store, mine, backend=options.backend)
+        elif cfg.background:
+            bg_pending = 1
+    finally:
+        if old is not None:
+            _restore_handlers(old)
     for r in results:
         if r.abandoned:
             continue
@@ -385,6 +453,8 @@ def run(cfg: RunConfig, options: CompareOptions, *, stream=None) -> RunReport:
     report.done = int(np.count_nonzero(st == 1))
     report.failed = int(np.count_nonzero(st == 2))
     report.pending = int(np.count_nonzero(st == 0))
+    if cfg.background and bg_pending and not report.pending:
+        report.pending = bg_pending  # the items are done, their foreground is not yet
     report.interrupted = _STOP.is_set() and report.pending > 0
     report.elapsed_s = time.monotonic() - t0
     if report.pending:
@@ -392,6 +462,130 @@ def run(cfg: RunConfig, options: CompareOptions, *, stream=None) -> RunReport:
     elif report.failed:
         report.exit_code = EXIT_FAILED_ITEMS
     return report
+
+
+# ------------------------------------------------------------------------------------------------
+# background subtraction: in time order (the model carries through time), tiled in space
+
+
+def _bg_state_path(out: str) -> str:
+    return os.path.join(out, "background_state.pkl")
+
+
+def background_pass(cfg: RunConfig, source, plan: Plan, store, chunks, *, backend=None) -> int:
+    """Run the background model over the sequence in store-chunk order, each chunk's frames as one
+    Dask task per spatial tile (each tile carries its own model), writing ``foreground_fraction``
+    (and ``maps/foreground``) of each item's moving frame.
+
+    The models are saved (atomically) after each chunk with the next chunk to do, so a killed run
+    resumes where the model stood. A shard runs the pass only when it owns every chunk (the model
+    needs the whole sequence in order): with several shards, the last rerun without ``--shard``
+    completes it. Returns the number of items whose foreground is still missing.
+    """
+    import pickle  # noqa: PLC0415
+
+    import dask  # noqa: PLC0415
+
+    from .background import BackgroundModel, BackgroundOptions, estimate_shift, plan_tiles  # noqa: PLC0415
+
+    all_chunks = list(range(plan.n_chunks))
+    if sorted(chunks) != all_chunks:
+        return plan.n_items  # a shard cannot run the model alone
+    opts = BackgroundOptions(**(cfg.background_options or {}))
+    xp = _backend.resolve_backend(backend)
+    state_path = _bg_state_path(cfg.out)
+    state = {"next_chunk": 0, "models": None, "reference": None, "options": opts.to_dict()}
+    if os.path.exists(state_path):
+        with open(state_path, "rb") as f:
+            saved = pickle.load(f)
+        if saved.get("options") == opts.to_dict():
+            state = saved
+    start = int(state["next_chunk"])
+    if start >= plan.n_chunks:
+        return 0
+    shape = source.frame_shape
+    if not shape:
+        raise ConfigError(f"--background needs frames of one shape; {cfg.source} has mixed shapes")
+    h, w = shape[:2]
+    ntiles = max(1, min(cfg.workers or os.cpu_count() or 1, h // max(8, 2 * opts.halo + 1)))
+    tiles = plan_tiles(shape, (-(-h // ntiles), w), halo=opts.halo)
+    models = [BackgroundModel(options=opts, tile=t, xp=xp) for t in tiles]
+    if state["models"]:
+        for m, saved in zip(models, state["models"]):
+            _restore_model(m, saved, xp)
+    reference = None if state["reference"] is None else _backend.to_device(state["reference"], xp)
+    save_maps = "foreground" in cfg.save_maps
+
+    def run_tile(model, frames, shifts):
+        return [model.update(f, shift=s) for f, s in zip(frames, shifts)], model
+
+    for c in range(start, plan.n_chunks):
+        if _STOP.is_set():
+            return int(plan.n_items - plan.chunk_slice(c).start)
+        sl = plan.chunk_slice(c)
+        idx = [int(i) for i in plan.moving[sl]]
+        if c == 0:
+            idx = [int(plan.reference[0])] + idx  # the first frame only teaches the model
+        frames = dask.compute(*[dask.delayed(source.read)(i) for i in idx], scheduler="threads")
+        frames = [_backend.to_device(f, xp) for f in frames]
+        if reference is None:
+            reference = frames[0]
+        if opts.align:
+            shifts = dask.compute(*[dask.delayed(estimate_shift)(reference, f, options=opts) for f in frames],
+                                  scheduler="threads")
+        else:
+            shifts = [None] * len(frames)
+        outs = dask.compute(*[dask.delayed(run_tile)(m, frames, shifts) for m in models], scheduler="threads")
+        models = [m for _, m in outs]
+        masks = xp.zeros((len(frames), h, w), dtype=bool)
+        for (tile_masks, _), tile in zip(outs, tiles):
+            ys, xs = tile.core_slices
+            for j, mk in enumerate(tile_masks):
+                masks[j, ys, xs] = mk
+        if c == 0:
+            masks = masks[1:]
+        if opts.align:
+            from .background import mask_to_frame  # noqa: PLC0415
+
+            sh = shifts[1:] if c == 0 else shifts
+            masks = xp.stack([mask_to_frame(mk, s) for mk, s in zip(masks, sh)])
+        fractions = _backend.to_host(masks.reshape(len(masks), -1).mean(axis=1, dtype=xp.float64))  # sync
+        cols = {"foreground_fraction": fractions}
+        if save_maps:
+            cols["maps/foreground"] = _backend.to_host(masks)  # sync
+        store.write_columns(c, cols)
+        tmp = f"{state_path}.tmp{os.getpid()}"
+        with open(tmp, "wb") as f:
+            pickle.dump({"next_chunk": c + 1, "models": [_model_state(m) for m in models],
+                         "reference": _backend.to_host(reference), "options": opts.to_dict()}, f)
+        os.replace(tmp, state_path)
+    return 0
+
+
+def _model_state(model) -> dict:
+    """A background model's state on the host, without its array module (for the resume file)."""
+    out = {}
+    for k, v in vars(model).items():
+        if k in ("xp", "options", "tile"):
+            continue
+        if k == "state" and v is not None:
+            v = {f: _backend.to_host(getattr(v, f)) for f in ("mean", "var", "count", "frames")}
+        else:
+            v = _backend.to_host(v)
+        out[k] = v
+    return out
+
+
+def _restore_model(model, saved: dict, xp) -> None:
+    from .background import BackgroundState  # noqa: PLC0415
+
+    for k, v in saved.items():
+        if k == "state" and v is not None:
+            v = BackgroundState(mean=xp.asarray(v["mean"]), var=xp.asarray(v["var"]), count=xp.asarray(v["count"]),
+                                frames=int(v["frames"]))
+        elif isinstance(v, np.ndarray):
+            v = xp.asarray(v)
+        setattr(model, k, v)
 
 
 def _execute(cfg: RunConfig, source, plan: Plan, chunks, options, progress) -> list[ChunkResult]:
@@ -407,7 +601,7 @@ def _execute(cfg: RunConfig, source, plan: Plan, chunks, options, progress) -> l
     for c in chunks:
         s = plan.chunk_slice(c)
         tasks.append(dask.delayed(_task, pure=False)(src, c, s.start, plan.reference[s], plan.moving[s],
-                                                     options, cfg.out, cfg.save_maps))
+                                                     options, cfg.out, cfg.save_maps, _seq(cfg)))
     old = _install_stop_handlers()
     try:
         sched = (cfg.scheduler or "threads").strip()
@@ -427,9 +621,14 @@ def _execute(cfg: RunConfig, source, plan: Plan, chunks, options, progress) -> l
         _restore_handlers(old)
 
 
-def _task(source, c, start, refs, movs, options, out, save_maps):
+def _seq(cfg: RunConfig) -> dict:
+    return {"flow": cfg.flow, "flow_radius": cfg.flow_radius, "events": cfg.events,
+            "event_options": cfg.event_options}
+
+
+def _task(source, c, start, refs, movs, options, out, save_maps, seq=None):
     """The Dask task: the module-level stop event is per process (a worker's is never set)."""
-    return process_chunk(source, c, start, refs, movs, options, out, save_maps)
+    return process_chunk(source, c, start, refs, movs, options, out, save_maps, seq=seq)
 
 
 def _execute_distributed(sched: str, cfg: RunConfig, tasks, progress) -> list[ChunkResult]:

@@ -790,6 +790,27 @@ class ResultStore:
         except OSError as e:
             raise _disk_error(self.path, e, f"writing chunk {c}") from None
 
+    def write_columns(self, c: int, columns: dict) -> None:
+        """Write some columns of chunk ``c`` without touching its status (a later pass over items
+        already done, such as background subtraction, which keeps its own progress)."""
+        if self.mode == "r":
+            raise ValueError(f"{self.path} is open read-only: open it with mode='r+' to write")
+        sl = self.chunk_slice(c)
+        m = sl.stop - sl.start
+        writes = []
+        for name, values in columns.items():
+            f = self._field_by_name.get(name)
+            if f is None:
+                raise ValueError(f"{self.path} has no field {name!r}; it has {', '.join(self.names[2:])}")
+            values = np.asarray(_host(values), dtype=f.dtype)
+            if values.shape != (m, *f.shape):
+                raise ValueError(f"column {name}: shape {values.shape}, chunk {c} needs {(m, *f.shape)}")
+            writes.append((self._arrays[name], values))
+        try:
+            _set_together(writes, sl)
+        except OSError as e:
+            raise _disk_error(self.path, e, f"writing chunk {c}") from None
+
     # ---- reading ---------------------------------------------------------------------------
 
     def pending_chunks(self, chunks: Iterable[int], *, retry_failed: bool = False) -> list[int]:

@@ -1,0 +1,248 @@
+#!/usr/bin/env python3
+"""gpudiff's background model beside OpenCV's MOG2 and KNN on CDnet 2014 cameraJitter/traffic.
+
+Usage::
+
+    python benchmarks/background_eval.py [--sweep] [--repeat 3] [--backend numpy|cupy] [--json out.json]
+
+The same 101 frames (in000950.jpg .. in001050.jpg, 320x240 colour) go through
+
+* gpudiff ``background_subtract`` with the default ``BackgroundOptions`` (align off), and with
+  ``align=True`` (each frame moved onto the first by phase correlation, masks carried back to
+  the frame's own grid for scoring);
+* ``cv2.createBackgroundSubtractorMOG2()`` and ``cv2.createBackgroundSubtractorKNN()`` with
+  their default parameters, fed BGR frames as OpenCV expects.
+
+Scoring (CDnet rules, changedetection.net): ground truth 255 = foreground, 0 and 50 (shadow) =
+background, 85 (outside ROI) and 170 (unknown) not counted, pixels outside ROI.bmp not counted
+(here ROI.bmp is all 255, so nothing is left out; it is 352 wide against 320-wide frames and is
+used only when it excludes nothing). Predictions: gpudiff's mask; OpenCV's 255 (its shadow label
+127 counts as background, as CDnet counts shadows). True/false positives and negatives are summed
+over all frames, then precision, recall and F = 2PR / (P + R), as CDnet's per-video numbers.
+
+Time: each method runs over the whole sequence ``--repeat`` times; ms/frame = median total / N
+(frames are decoded beforehand and not timed; gpudiff's time includes moving each mask to the
+host; MOG2/KNN start from a fresh model each time, as gpudiff does). Ratios: F(gpudiff) /
+F(peer) (> 1: gpudiff more accurate) and ms(peer) / ms(gpudiff) (> 1: gpudiff faster).
+Times are printed, never asserted.
+
+``--sweep`` also prints F for one option changed at a time around the defaults, with and
+without alignment: the measurement behind the defaults documented in ``BackgroundOptions``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # evaluate the checkout, installed or not
+
+import numpy as np  # noqa: E402
+
+FOLDER = "cdnet2014-traffic-subset"
+FIRST, LAST = 950, 1050
+
+
+def find_data_dir() -> Path:
+    cands = []
+    if os.environ.get("GPUDIFF_DATA"):
+        cands.append(Path(os.environ["GPUDIFF_DATA"]))
+    cands += [REPO.parent / "shared" / "data", REPO / "shared" / "data"]
+    for c in cands:
+        if (c / FOLDER / "input").is_dir():
+            return c / FOLDER
+    sys.exit(f"CDnet subset not found under {', '.join(map(str, cands))}: set GPUDIFF_DATA")
+
+
+def load(folder: Path):
+    import cv2
+
+    bgr = [cv2.imread(str(folder / "input" / f"in{i:06d}.jpg"), cv2.IMREAD_COLOR)
+           for i in range(FIRST, LAST + 1)]
+    gt = np.stack([cv2.imread(str(folder / "groundtruth" / f"gt{i:06d}.png"), cv2.IMREAD_GRAYSCALE)
+                   for i in range(FIRST, LAST + 1)])
+    roi = cv2.imread(str(folder / "ROI.bmp"), cv2.IMREAD_GRAYSCALE)
+    if roi is not None and roi.shape == gt.shape[1:]:
+        inside = roi > 0
+    elif roi is None or (roi == 255).all():
+        inside = np.ones(gt.shape[1:], dtype=bool)
+    else:
+        sys.exit(f"ROI.bmp {roi.shape} does not match the frames {gt.shape[1:]} and excludes pixels")
+    rgb = [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in bgr]
+    return bgr, rgb, gt, inside
+
+
+def scores(masks, gt, inside) -> dict:
+    masks = np.asarray(masks, dtype=bool)
+    fg = (gt == 255) & inside
+    bg = ((gt == 0) | (gt == 50)) & inside
+    tp = int(np.count_nonzero(masks & fg))
+    fp = int(np.count_nonzero(masks & bg))
+    fn = int(np.count_nonzero(~masks & fg))
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return {"precision": p, "recall": r, "f_measure": f, "tp": tp, "fp": fp, "fn": fn}
+
+
+def timed(fn, repeat: int):
+    """(result of the last run, median seconds, min seconds)."""
+    times, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return out, statistics.median(times), min(times)
+
+
+def run_gpudiff(frames, options, xp):
+    from gpudiff.background import background_subtract
+
+    if xp is not np:
+        frames = [xp.asarray(f) for f in frames]
+
+    def go():
+        masks, _ = background_subtract(frames, options=options, xp=xp)  # masks come back to the host
+        return masks
+
+    return go
+
+
+def run_opencv(frames, kind):
+    import cv2
+
+    def go():
+        sub = cv2.createBackgroundSubtractorMOG2() if kind == "MOG2" else cv2.createBackgroundSubtractorKNN()
+        return np.stack([sub.apply(f) == 255 for f in frames])  # 127 = shadow -> background
+
+    return go
+
+
+def machine_info(backend: str, xp) -> dict:
+    import cv2
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+        "numpy": np.__version__, "opencv": cv2.__version__, "opencv_threads": cv2.getNumThreads(),
+        "backend": backend,
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+    if backend == "cupy":
+        from gpudiff._backend import device_name
+
+        info["gpu"] = device_name(xp)
+    return info
+
+
+SWEEP = {
+    "k": (2.5, 3.0, 4.0, 4.5),
+    "min_std": (0.02, 0.03, 0.05, 0.08),
+    "learning_rate": (0.01, 0.02, 0.1, 0.2),
+    "init_frames": (1, 5, 10, 30),
+    "cleanup_radius": (0, 1, 3),
+    "color": ("gray",),
+    "foreground_learning_rate": (0.005, 0.02),
+    "upsample_factor": (4,),
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs per method (median reported)")
+    ap.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    ap.add_argument("--sweep", action="store_true", help="also sweep each option around the defaults")
+    ap.add_argument("--json", type=Path, help="write the results here too")
+    args = ap.parse_args(argv)
+
+    from gpudiff._backend import resolve_backend
+    from gpudiff.background import BackgroundOptions
+
+    xp = resolve_backend(args.backend)
+    bgr, rgb, gt, inside = load(find_data_dir())
+    n = len(rgb)
+    info = machine_info(args.backend, xp)
+    print("# " + ", ".join(f"{k}={v}" for k, v in info.items()))
+    h, w = rgb[0].shape[:2]
+    print(f"# CDnet 2014 cameraJitter/traffic, frames {FIRST}-{LAST} ({n} frames, {w}x{h})")
+
+    base = BackgroundOptions()
+    methods = [
+        ("gpudiff", run_gpudiff(rgb, base, xp)),
+        ("gpudiff align", run_gpudiff(rgb, dataclasses.replace(base, align=True), xp)),
+        ("OpenCV MOG2", run_opencv(bgr, "MOG2")),
+        ("OpenCV KNN", run_opencv(bgr, "KNN")),
+    ]
+    rows = []
+    for name, go in methods:
+        go()  # warm-up (imports, caches, CUDA/cupy kernels)
+        masks, med, mn = timed(go, args.repeat)
+        s = scores(masks, gt, inside)
+        rows.append({"method": name, **s, "ms_per_frame": 1e3 * med / n, "ms_per_frame_min": 1e3 * mn / n})
+
+    gd = {r["method"]: r for r in rows[:2]}
+    print(f"# gpudiff options: {base}")
+    print()
+    print("| method | precision | recall | F | ms/frame (min) | F gpudiff/peer | F align/peer "
+          "| speed gpudiff (peer/gpudiff ms) | speed align |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        peer = r["method"] not in gd
+        cells = ["", "", "", ""]
+        if peer:
+            cells = [
+                f"{gd['gpudiff']['f_measure'] / r['f_measure']:.2f}",
+                f"{gd['gpudiff align']['f_measure'] / r['f_measure']:.2f}",
+                f"{r['ms_per_frame'] / gd['gpudiff']['ms_per_frame']:.2f}",
+                f"{r['ms_per_frame'] / gd['gpudiff align']['ms_per_frame']:.2f}",
+            ]
+        print(f"| {r['method']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f_measure']:.3f} | "
+              f"{r['ms_per_frame']:.2f} ({r['ms_per_frame_min']:.2f}) | " + " | ".join(cells) + " |")
+
+    sweep = []
+    if args.sweep:
+        from gpudiff.background import background_subtract
+
+        print()
+        print("Sweep: one option changed at a time from the defaults (F-measure, all 101 frames)")
+        print()
+        print("| option | value | F | F align |")
+        print("|---|---|---:|---:|")
+        cases = [("(defaults)", None)] + [(k, v) for k, vs in SWEEP.items() for v in vs]
+        for key, value in cases:
+            opts = base if value is None else dataclasses.replace(base, **{key: value})
+            fs = []
+            for align in (False, True):
+                masks, _ = background_subtract(rgb, options=dataclasses.replace(opts, align=align), xp=xp)
+                fs.append(scores(masks, gt, inside)["f_measure"])
+            shown = "" if value is None else repr(value)
+            print(f"| {key} | {shown} | {fs[0]:.3f} | {fs[1]:.3f} |", flush=True)
+            sweep.append({"option": key, "value": value, "f": fs[0], "f_align": fs[1]})
+
+    if args.json:
+        args.json.write_text(json.dumps({"machine": info, "options": base.to_dict(), "rows": rows,
+                                         "sweep": sweep}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

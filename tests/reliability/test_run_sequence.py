@@ -1,0 +1,148 @@
+"""gpudiff run with sequence features (flow, background, corrupt/cuts): the store against plain loops."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from gpudiff.cli import main
+from gpudiff.io.sources import open_source
+from gpudiff.store import ResultStore
+
+
+@pytest.fixture(scope="module")
+def cdnet(data_dir, tmp_path_factory):
+    """The first 40 CDnet cameraJitter frames as a folder."""
+    import shutil
+
+    src = data_dir / "cdnet2014-traffic-subset/input"
+    out = tmp_path_factory.mktemp("cdnet") / "input"
+    out.mkdir()
+    for name in sorted(p.name for p in src.iterdir())[:40]:
+        shutil.copy2(src / name, out / name)
+    return out
+
+
+def test_flow_columns_and_maps_equal_the_library(cdnet, tmp_path):
+    from gpudiff.flow import flow_magnitude_stats, optical_flow_lk
+    from gpudiff.preprocess import to_gray
+
+    store = tmp_path / "f.zarr"
+    rc = main(["run", str(cdnet), "--out", str(store), "--flow", "--save-maps", "flow", "--metrics", "manhattan",
+               "--backend", "numpy", "--no-progress", "--chunk", "16"])
+    assert rc == 0
+    s = ResultStore.open(store)
+    cols = s.read(["flow_mean", "flow_p95"])
+    flows = s._arrays["maps/flow"]
+    src = open_source(str(cdnet))
+    for k in (0, 17, 38):
+        f = optical_flow_lk(to_gray(src.read(k)), to_gray(src.read(k + 1)))
+        stats = flow_magnitude_stats(f)
+        assert cols["flow_mean"][k] == stats["flow_mean"]
+        assert cols["flow_p95"][k] == stats["flow_p95"]
+        np.testing.assert_array_equal(flows[k], np.moveaxis(f, 0, -1))
+    assert flows.shape == (39, 240, 320, 2)
+
+
+def _plain_background(frames, options):
+    from gpudiff.background import BackgroundModel, estimate_shift, mask_to_frame
+
+    model = BackgroundModel(options=options)
+    masks = []
+    for f in frames:
+        shift = estimate_shift(frames[0], f, options=options) if options.align else None
+        m = model.update(f, shift=shift)
+        masks.append(mask_to_frame(m, shift) if options.align else m)
+    return np.stack(masks)
+
+
+@pytest.mark.parametrize("align", [False, True])
+def test_background_maps_equal_a_whole_frame_loop(cdnet, tmp_path, align):
+    from gpudiff.background import BackgroundOptions
+
+    store = tmp_path / "b.zarr"
+    argv = ["run", str(cdnet), "--out", str(store), "--background", "--save-maps", "foreground", "--metrics",
+            "manhattan", "--backend", "numpy", "--no-progress", "--chunk", "16", "--workers", "3"]
+    assert main(argv + (["--bg-align"] if align else [])) == 0
+    s = ResultStore.open(store)
+    got = s._arrays["maps/foreground"][:]
+    frac = s.read(["foreground_fraction"])["foreground_fraction"]
+    src = open_source(str(cdnet))
+    frames = [src.read(i) for i in range(len(src))]
+    want = _plain_background(frames, BackgroundOptions(align=align))[1:]  # item k: frame k + 1
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(frac, want.reshape(len(want), -1).mean(axis=1))
+    assert 0.01 < frac[10:].mean() < 0.5  # cars on a road: some foreground, not everything
+
+
+def test_background_f_measure_on_cdnet_with_and_without_align(data_dir, tmp_path):
+    """CDnet rules: 255 foreground; 0 and 50 background; 85, 170 and outside the ROI ignored."""
+    from gpudiff.io.images import read_image
+
+    base = data_dir / "cdnet2014-traffic-subset"
+    roi = read_image(base / "ROI.bmp")
+    roi = (roi if roi.ndim == 2 else roi[..., 0]) > 0
+    assert roi.all()  # this subset's ROI.bmp (352 wide, frames 320) excludes nothing
+    roi = np.ones((240, 320), bool)
+    scores = {}
+    for align in (False, True):
+        store = tmp_path / f"cd{align}.zarr"
+        argv = ["run", str(base / "input"), "--out", str(store), "--background", "--save-maps", "foreground",
+                "--metrics", "manhattan", "--backend", "numpy", "--no-progress"]
+        assert main(argv + (["--bg-align"] if align else [])) == 0
+        masks = ResultStore.open(store)._arrays["maps/foreground"][:]
+        gts = sorted((base / "groundtruth").iterdir())[1:]  # item k is frame k + 1
+        tp = fp = fn = 0
+        for m, g in zip(masks, gts):
+            gt = read_image(g)
+            gt = gt if gt.ndim == 2 else gt[..., 0]
+            care = roi & ~np.isin(gt, (85, 170))
+            pos = gt == 255
+            tp += int((m & pos & care).sum())
+            fp += int((m & ~pos & care).sum())
+            fn += int((~m & pos & care).sum())
+        scores[align] = 2 * tp / (2 * tp + fp + fn)
+    assert scores[True] > scores[False]
+    assert scores[True] > 0.75 and scores[False] > 0.7
+
+
+def test_background_killed_and_resumed_gives_the_same_store(cdnet, tmp_path):
+    argv = [str(cdnet), "--background", "--save-maps", "foreground", "--metrics", "manhattan", "--backend",
+            "numpy", "--no-progress", "--chunk", "4"]
+    whole = tmp_path / "whole.zarr"
+    assert main(["run", *argv[:1], "--out", str(whole), *argv[1:]]) == 0
+    part = tmp_path / "part.zarr"
+    cmd = [sys.executable, "-m", "gpudiff", "run", argv[0], "--out", str(part), *argv[1:]]
+    p = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    state = part / "background_state.pkl"
+    while time.time() < deadline and p.poll() is None:
+        if state.exists():
+            import pickle
+
+            try:
+                with open(state, "rb") as f:
+                    if 2 <= pickle.load(f)["next_chunk"] < 8:
+                        break
+            except Exception:  # noqa: BLE001 - being replaced
+                pass
+        time.sleep(0.02)
+    p.send_signal(signal.SIGKILL)
+    assert p.wait() == -signal.SIGKILL  # killed in the middle of the background pass
+    assert main(["run", argv[0], "--out", str(part), *argv[1:]]) == 0
+    a, b = ResultStore.open(whole), ResultStore.open(part)
+    np.testing.assert_array_equal(a._arrays["maps/foreground"][:], b._arrays["maps/foreground"][:])
+    np.testing.assert_array_equal(a.read(["foreground_fraction"])["foreground_fraction"],
+                                  b.read(["foreground_fraction"])["foreground_fraction"])
+
+
+def test_sequence_flags_need_a_sequence(tmp_path, cdnet, capsys):
+    assert main(["run", str(cdnet), "--out", str(tmp_path / "x.zarr"), "--pairs", "first", "--flow"]) == 2
+    assert "--pairs consecutive" in capsys.readouterr().err
+    assert main(["run", str(cdnet), "--out", str(tmp_path / "x.zarr"), "--save-maps", "flow"]) == 2
+    assert "needs --flow" in capsys.readouterr().err
