@@ -300,7 +300,8 @@ def _fields(options: CompareOptions, cfg: RunConfig, source):
         if "foreground" in cfg.save_maps:
             out.append(map_field("foreground", tuple(shape[:2]), dtype="bool"))
     if cfg.events:
-        raise ConfigError("--corrupt/--cuts: not available in this build yet")
+        out += [Field("corrupt", "int8"), Field("cut", "int8"), Field("corrupt_score", "float64"),
+                Field("cut_score", "float64"), Field("kl_prev", "float64")]
     return out
 
 
@@ -435,10 +436,14 @@ def run(cfg: RunConfig, options: CompareOptions, *, stream=None) -> RunReport:
         results = _execute(cfg, source, plan, pending, options, progress)
         progress.close()
         bg_pending = 0
+        if cfg.events and not _STOP.is_set():
+            bg_pending += events_pass(cfg, source, plan, store, mine, backend=options.backend)
+        elif cfg.events:
+            bg_pending += 1
         if cfg.background and not _STOP.is_set():
-            bg_pending = background_pass(cfg, source, plan, store, mine, backend=options.backend)
+            bg_pending += background_pass(cfg, source, plan, store, mine, backend=options.backend)
         elif cfg.background:
-            bg_pending = 1
+            bg_pending += 1
     finally:
         if old is not None:
             _restore_handlers(old)
@@ -559,6 +564,83 @@ def background_pass(cfg: RunConfig, source, plan: Plan, store, chunks, *, backen
             pickle.dump({"next_chunk": c + 1, "models": [_model_state(m) for m in models],
                          "reference": _backend.to_host(reference), "options": opts.to_dict()}, f)
         os.replace(tmp, state_path)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# corrupted frames and cuts: features in parallel, then one decision over the whole sequence
+
+
+def _event_features(source, t0: int, t1: int, n: int, opts, backend):
+    """Frame features of frames [t0, t1) and the pair features each needs: (t-1, t) and (t-1, t+1)."""
+    from .corrupt import frame_features, pair_features  # noqa: PLC0415
+
+    xp = _backend.resolve_backend(backend)
+    cache: dict = {}
+
+    def get(i):
+        if i not in cache:
+            cache[i] = _backend.to_device(source.read(i), xp)
+        return cache[i]
+
+    ff, cons, skip = [], [], []
+    for t in range(t0, t1):
+        f = frame_features(get(t), color=opts.color)
+        ff.append(type(f)(histogram=_backend.to_host(f.histogram), shape=f.shape, lsb=f.lsb))
+        cons.append(pair_features(get(t - 1), get(t), block_size=opts.block_size, color=opts.color)
+                    if t >= 1 else None)
+        skip.append(pair_features(get(t - 1), get(t + 1), block_size=opts.block_size, color=opts.color)
+                    if 1 <= t <= n - 2 else None)
+        for k in [k for k in cache if k < t - 1]:
+            del cache[k]
+    return ff, cons, skip
+
+
+def events_pass(cfg: RunConfig, source, plan: Plan, store, chunks, *, backend=None) -> int:
+    """Flag corrupted frames and cuts: per-frame histograms and per-pair block maps (consecutive
+    and skip-one pairs) computed as Dask tasks over blocks of frames, then the decision of
+    :func:`gpudiff.corrupt.detect_events` over the whole sequence; written as the columns of each
+    item's moving frame (item k is frame k + 1; frame 0 has no item). Idempotent: a marker file
+    records completion; a killed pass is redone. Holds the block maps of the whole sequence
+    (2 * H * W / 64 float32 per frame with 8x8 blocks). Returns the items still missing."""
+    import json as _json  # noqa: PLC0415
+
+    import dask  # noqa: PLC0415
+
+    from .corrupt import EventOptions, detect_events  # noqa: PLC0415
+
+    if sorted(chunks) != list(range(plan.n_chunks)):
+        return plan.n_items  # the decision needs the whole sequence: a run without --shard completes it
+    opts = EventOptions(**(cfg.event_options or {}))
+    marker = os.path.join(cfg.out, "events_done.json")
+    if os.path.exists(marker):
+        return 0
+    n = len(source)
+    step = max(1, -(-n // max(1, 4 * (cfg.workers or os.cpu_count() or 1))))
+    tasks = [dask.delayed(_event_features)(source, t0, min(n, t0 + step), n, opts, backend)
+             for t0 in range(0, n, step)]
+    parts = dask.compute(*tasks, scheduler="threads", **({"num_workers": cfg.workers} if cfg.workers else {}))
+    ff = [x for p in parts for x in p[0]]
+    cons = [x for p in parts for x in p[1]]
+    skip = [x for p in parts for x in p[2]]
+    ev = detect_events(ff, cons, skip, options=opts)
+    moving = np.asarray(plan.moving, dtype=np.int64)
+    for c in range(plan.n_chunks):
+        if _STOP.is_set():
+            return plan.n_items
+        fr = moving[plan.chunk_slice(c)]
+        store.write_columns(c, {
+            "corrupt": np.asarray(ev["corrupt"])[fr].astype(np.int8),
+            "cut": np.asarray(ev["cut"])[fr].astype(np.int8),
+            "corrupt_score": np.asarray(ev["corrupt_score"], dtype=np.float64)[fr],
+            "cut_score": np.asarray(ev["cut_score"], dtype=np.float64)[fr],
+            "kl_prev": np.asarray(ev["kl_prev"], dtype=np.float64)[fr],
+        })
+    tmp = f"{marker}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        _json.dump({"done": True, "frame0_corrupt": bool(np.asarray(ev["corrupt"])[0]),
+                    "options": opts.to_dict() if hasattr(opts, "to_dict") else None}, f)
+    os.replace(tmp, marker)
     return 0
 
 

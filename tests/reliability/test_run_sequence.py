@@ -146,3 +146,36 @@ def test_sequence_flags_need_a_sequence(tmp_path, cdnet, capsys):
     assert "--pairs consecutive" in capsys.readouterr().err
     assert main(["run", str(cdnet), "--out", str(tmp_path / "x.zarr"), "--save-maps", "flow"]) == 2
     assert "needs --flow" in capsys.readouterr().err
+
+
+def test_corrupt_and_cut_columns_equal_the_library_and_find_the_damage(data_dir, tmp_path):
+    import shutil
+
+    from gpudiff.corrupt import detect_sequence
+    from gpudiff.io.images import read_image
+
+    # 30 frames of the traffic camera, then 20 of the CDnet road: a cut at frame 30;
+    # frame 12 gets a solid grey rectangle, frame 40 is mirrored
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    a = sorted((data_dir / "bgslibrary-dataset/frames").iterdir())[:30]
+    b = sorted((data_dir / "cdnet2014-traffic-subset/input").iterdir())[:20]
+    frames = [read_image(p) for p in a] + [read_image(p) for p in b]  # both 240x320 RGB
+    frames[12] = frames[12].copy()
+    frames[12][60:140, 100:220] = 128
+    frames[40] = frames[40][:, ::-1].copy()
+    from PIL import Image
+
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(folder / f"f{i:03d}.png")
+    store = tmp_path / "e.zarr"
+    assert main(["run", str(folder), "--out", str(store), "--corrupt", "--cuts", "--metrics", "manhattan",
+                 "--backend", "numpy", "--no-progress", "--chunk", "16"]) == 0
+    cols = ResultStore.open(store).read(["corrupt", "cut", "corrupt_score", "kl_prev"])
+    want = detect_sequence(frames)
+    np.testing.assert_array_equal(cols["corrupt"], want["corrupt"][1:].astype(np.int8))
+    np.testing.assert_array_equal(cols["cut"], want["cut"][1:].astype(np.int8))
+    np.testing.assert_array_equal(cols["kl_prev"], want["kl_prev"][1:])
+    assert sorted(np.flatnonzero(cols["corrupt"]) + 1) == [12, 40]
+    assert sorted(np.flatnonzero(cols["cut"]) + 1) == [30]
+    shutil.rmtree(folder)
