@@ -121,7 +121,7 @@ class BackgroundOptions:
     * ``k``, ``min_std``, ``learning_rate``: with ``align`` F stays within 0.01 for ``k`` 3-4,
       ``min_std`` 0.03-0.05 (8-13 grey levels) and ``learning_rate`` 0.02-0.2. Without it the
       optimum is sharper (the shaking camera drags edges across pixels): ``k`` 2.5 loses 0.16,
-      ``min_std`` 0.02 loses 0.27, ``learning_rate`` 0.01 loses 0.11; 4 / 0.05 / 0.1 gain 0.01-0.02.
+      ``min_std`` 0.02 loses 0.27, ``learning_rate`` 0.01 loses 0.11; 4 / 0.05 / 0.1 gain 0.007-0.015.
     * ``init_frames`` 3: a longer initialisation averages the cars that pass into the mean (a
       truck enters at frame 952 here): 10 frames lose 0.09-0.11, 30 frames 0.23-0.27; 1 is
       equal within 0.01 but leaves a zero variance (the floor alone) at the start.
