@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 import zlib
 from dataclasses import dataclass, field
 
@@ -412,6 +413,19 @@ def _metric_score(reference, moving, options: DedupOptions) -> ChangeScore:
     return ChangeScore(bool(changed), v, thr)
 
 
+def _identical_score(options: DedupOptions) -> ChangeScore:
+    """The score of a frame identical to its reference, without computing it (pixel and block
+    rules give 0 for identical frames whatever the noise level)."""
+    thr = float(options.min_changed) if options.rule == "pixels" else 1.0
+    return ChangeScore(False, 0.0, thr)
+
+
+def _same_frame(a, b) -> bool:
+    a = np.asarray(_backend.to_host(a))
+    b = np.asarray(_backend.to_host(b))
+    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b)
+
+
 # --------------------------------------------------------------------------------------------------
 # the sequential definition
 
@@ -439,6 +453,7 @@ class Deduplicator:
         self.last_index = -1
         self._last = None
         self._last_noise = None
+        self._last_checksum = None
         self.kept_checksums: dict[int, list[int]] = {}
 
     def state(self) -> dict:
@@ -451,6 +466,7 @@ class Deduplicator:
         self.kept_checksums = {int(k): [int(i) for i in v] for k, v in state.get("kept_checksums", {}).items()}
         self._last = None if last_frame is None else _backend.to_device(last_frame, self.xp)
         self._last_noise = None
+        self._last_checksum = None if last_frame is None else frame_checksum(last_frame)
 
     def _repeat_of(self, frame, checksum: int) -> int:
         for j in self.kept_checksums.get(checksum, []):
@@ -477,7 +493,12 @@ class Deduplicator:
                 return self._keep(index, frame, checksum, first)
             if self._load is None:
                 raise InputError("the last kept frame's pixels are missing: restore() it with last_frame")
-            self._last = _backend.to_device(self._load(self.last_index), self.xp)
+            host = self._load(self.last_index)
+            self._last = _backend.to_device(host, self.xp)
+            self._last_checksum = frame_checksum(host)
+        if score is None and self.options.rule != "metric" and checksum == self._last_checksum:
+            if _same_frame(self._last, frame):  # an exact repeat: nothing to measure
+                score = _identical_score(self.options)
         if score is None:
             if self._last_noise is None and self.options.rule == "pixels" and self.options.noise == "auto":
                 self._last_noise = estimate_noise(self._last)
@@ -502,6 +523,7 @@ class Deduplicator:
         self.last_index = index
         self._last = _backend.to_device(frame, self.xp) if frame is not None else None
         self._last_noise = None
+        self._last_checksum = checksum
         self.kept_checksums.setdefault(checksum, []).append(index)
         return d
 
@@ -514,6 +536,40 @@ class Deduplicator:
 # the parallel driver
 
 
+class _FrameCache:
+    """Decoded frames shared by the tasks of one run (threads), up to a byte budget, least
+    recently used out first: a speculative window re-reads the frames the round before decoded,
+    and a video would otherwise seek and decode them again."""
+
+    def __init__(self, source, budget_bytes: int = 512 << 20):
+        import threading  # noqa: PLC0415
+
+        self.source = source
+        self.budget = budget_bytes
+        self._d: dict = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def read(self, i):
+        with self._lock:
+            hit = self._d.pop(i, None)
+            if hit is not None:
+                self._d[i] = hit  # most recent last
+                return hit
+        frame = self.source.read(i)
+        with self._lock:
+            if i not in self._d:
+                self._d[i] = frame
+                self._bytes += frame.nbytes
+                while self._bytes > self.budget and len(self._d) > 1:
+                    old = next(iter(self._d))
+                    self._bytes -= self._d.pop(old).nbytes
+        return frame
+
+    def label(self, i):
+        return self.source.label(i)
+
+
 def _scores_task(source, pairs, options: DedupOptions, backend: str):
     """Scores of (reference, moving) index pairs and checksums of the moving frames, in one task.
 
@@ -521,6 +577,7 @@ def _scores_task(source, pairs, options: DedupOptions, backend: str):
     xp = _backend.resolve_backend(backend)
     frames: dict = {}
     noise: dict = {}
+    sums: dict = {}
 
     def get(i):
         if i not in frames:
@@ -548,6 +605,11 @@ def _scores_task(source, pairs, options: DedupOptions, backend: str):
             out.append((r, m, None, csum, er))
             continue
         try:
+            if r not in sums:
+                sums[r] = frame_checksum(hr)
+            if options.rule != "metric" and csum == sums[r] and _same_frame(hr, hm):
+                out.append((r, m, _identical_score(options), csum, None))
+                continue
             if r not in noise and options.rule == "pixels" and options.noise == "auto":
                 noise[r] = estimate_noise(dr)
             s = change_score(dr, dm, options=options, noise=noise.get(r))
@@ -558,13 +620,37 @@ def _scores_task(source, pairs, options: DedupOptions, backend: str):
 
 
 def _run_tasks(source, pair_lists, options, backend, scheduler):
+    """Score the pair lists, one Dask task each; a single list runs here (no scheduling)."""
     import dask  # noqa: PLC0415
 
-    tasks = [dask.delayed(_scores_task, pure=False)(source, pl, options, backend) for pl in pair_lists if pl]
-    if not tasks:
+    lists = [np.asarray(pl, dtype=np.int64).reshape(-1, 2) for pl in pair_lists if len(pl)]
+    if not lists:
         return []
+    if len(lists) == 1:
+        return _scores_task(source, lists[0].tolist(), options, backend)
+    src = dask.delayed(source, traverse=False)
+    tasks = [dask.delayed(_scores_task, pure=False)(src, pl, options, backend) for pl in lists]
     results = dask.compute(*tasks, scheduler=scheduler)
     return [x for r in results for x in r]
+
+
+class _Pacer:
+    """How many tasks a round of pairs deserves: one per ~20 ms of work, at most ``workers``
+    (a Dask round costs a few milliseconds; cheap pairs, exact repeats above all, run here)."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.per_pair = None
+
+    def parts(self, n_pairs: int) -> int:
+        if self.per_pair is None:
+            return self.workers
+        return int(max(1, min(self.workers, round(n_pairs * self.per_pair / 0.02))))
+
+    def measured(self, n_pairs: int, seconds: float, parts: int) -> None:
+        if n_pairs:
+            est = seconds * parts / n_pairs  # the CPU seconds of one pair, roughly
+            self.per_pair = est if self.per_pair is None else 0.5 * (self.per_pair + est)
 
 
 def dedup(
@@ -613,10 +699,12 @@ def dedup(
     stop = n if stop is None else min(int(stop), n)
     workers = int(workers or os.cpu_count() or 1)
     backend = _backend.backend_name(_backend.resolve_backend(options.backend))
+    source = _FrameCache(source) if not isinstance(source, _FrameCache) else source
     judge = Deduplicator(options, load=source.read)
     if state:
         judge.restore(state)
     decisions: list[Decision] = []
+    pacer = _Pacer(workers)
 
     def emit(d: Decision):
         decisions.append(d)
@@ -633,7 +721,11 @@ def dedup(
         # Round 1: every frame of the block against its predecessor (the reference whenever the
         # previous frame was kept), with its checksum; all in parallel.
         pairs = [(i - 1 if i > 0 else -1, i) for i in range(t, t1)]
-        got = {m: (r, s, c, e) for r, m, s, c, e in _run_tasks(source, split(pairs, workers), options, backend, scheduler)}
+        parts = pacer.parts(len(pairs))
+        t_round = time.perf_counter()
+        res = _run_tasks(source, split(pairs, parts), options, backend, scheduler)
+        pacer.measured(len(pairs), time.perf_counter() - t_round, parts)
+        got = {m: (r, s, c, e) for r, m, s, c, e in res}
         i = t
         window = max(2, workers)
         while i < t1:
@@ -650,7 +742,10 @@ def dedup(
             if r != k or e is not None:
                 # The last kept frame is further back: score a window of frames against it at once.
                 hi = min(t1, i + window)
-                spec = _run_tasks(source, split([(k, j) for j in range(i, hi)], workers), options, backend, scheduler)
+                parts = pacer.parts(hi - i)
+                t_round = time.perf_counter()
+                spec = _run_tasks(source, split([(k, j) for j in range(i, hi)], parts), options, backend, scheduler)
+                pacer.measured(hi - i, time.perf_counter() - t_round, parts)
                 for rr, mm, ss, cc, ee in spec:
                     got[mm] = (rr, ss, cc, ee)
                 window = min(4 * block, window * 2)

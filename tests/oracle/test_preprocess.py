@@ -419,3 +419,12 @@ def test_mixed_dtypes_become_float32(xp, camera):
     assert p.data_range == 65535.0
     p = _prep(xp, camera, camera.astype(np.float32))
     assert p.reference.dtype == xp.float32 and p.data_range == 255.0
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+@pytest.mark.parametrize("channels", [2, 3, 4])
+def test_gray_equals_numpys_float32_mean_bit_for_bit(dtype, channels):
+    rng = np.random.default_rng(channels)
+    top = {np.uint8: 255, np.uint16: 65535}.get(dtype, 1.0)
+    a = (rng.random((37, 53, channels)) * top).astype(dtype)
+    np.testing.assert_array_equal(to_gray(a), np.mean(a, axis=-1, dtype=np.float32))
