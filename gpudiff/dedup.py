@@ -547,6 +547,7 @@ class _FrameCache:
         self.source = source
         self.budget = budget_bytes
         self._d: dict = {}
+        self._sums: dict = {}
         self._bytes = 0
         self._lock = threading.Lock()
 
@@ -569,6 +570,15 @@ class _FrameCache:
     def label(self, i):
         return self.source.label(i)
 
+    def checksum(self, i, frame) -> int:
+        with self._lock:
+            c = self._sums.get(i)
+        if c is None:
+            c = frame_checksum(frame)
+            with self._lock:
+                self._sums[i] = c
+        return c
+
 
 def _scores_task(source, pairs, options: DedupOptions, backend: str):
     """Scores of (reference, moving) index pairs and checksums of the moving frames, in one task.
@@ -577,7 +587,7 @@ def _scores_task(source, pairs, options: DedupOptions, backend: str):
     xp = _backend.resolve_backend(backend)
     frames: dict = {}
     noise: dict = {}
-    sums: dict = {}
+    checksum = source.checksum if hasattr(source, "checksum") else (lambda i, f: frame_checksum(f))
 
     def get(i):
         if i not in frames:
@@ -596,7 +606,7 @@ def _scores_task(source, pairs, options: DedupOptions, backend: str):
         if em is not None:
             out.append((r, m, None, None, em))
             continue
-        csum = frame_checksum(hm)
+        csum = checksum(m, hm)
         if r < 0:
             out.append((r, m, None, csum, None))
             continue
@@ -605,9 +615,7 @@ def _scores_task(source, pairs, options: DedupOptions, backend: str):
             out.append((r, m, None, csum, er))
             continue
         try:
-            if r not in sums:
-                sums[r] = frame_checksum(hr)
-            if options.rule != "metric" and csum == sums[r] and _same_frame(hr, hm):
+            if options.rule != "metric" and csum == checksum(r, hr) and _same_frame(hr, hm):
                 out.append((r, m, _identical_score(options), csum, None))
                 continue
             if r not in noise and options.rule == "pixels" and options.noise == "auto":
@@ -715,54 +723,71 @@ def dedup(
         size = max(1, math.ceil(len(pairs) / parts))
         return [pairs[i : i + size] for i in range(0, len(pairs), size)]
 
+    if workers == 1:  # one core: the sequential walk is the least work
+        for i in range(start, stop):
+            try:
+                frame = source.read(i)
+            except GpudiffError as exc:
+                emit(judge.fail(i, str(exc)))
+                continue
+            except Exception as exc:  # a decoder's own error
+                emit(judge.fail(i, f"{source.label(i)}: cannot read ({type(exc).__name__}: {exc})"))
+                continue
+            try:
+                emit(judge.decide(i, frame, checksum=source.checksum(i, frame)))
+            except GpudiffError as exc:
+                emit(judge.fail(i, str(exc)))
+        return DedupResult.from_decisions(decisions)
+
     t = start
+    keep_rate = 1.0
     while t < stop:
         t1 = min(stop, t + block)
-        # Round 1: every frame of the block against its predecessor (the reference whenever the
-        # previous frame was kept), with its checksum; all in parallel.
-        pairs = [(i - 1 if i > 0 else -1, i) for i in range(t, t1)]
-        parts = pacer.parts(len(pairs))
-        t_round = time.perf_counter()
-        res = _run_tasks(source, split(pairs, parts), options, backend, scheduler)
-        pacer.measured(len(pairs), time.perf_counter() - t_round, parts)
-        got = {m: (r, s, c, e) for r, m, s, c, e in res}
+        got: dict = {}
+        if keep_rate > 0.5 or judge.last_index < 0:
+            # Round 1: every frame of the block against its predecessor (the reference whenever
+            # the previous frame is kept), with its checksum, in parallel. Skipped while most
+            # frames are dropped: then only the windows against the last kept frame are useful.
+            pairs = [(i - 1 if i > 0 else -1, i) for i in range(t, t1)]
+            parts = pacer.parts(len(pairs))
+            t_round = time.perf_counter()
+            res = _run_tasks(source, split(pairs, parts), options, backend, scheduler)
+            pacer.measured(len(pairs), time.perf_counter() - t_round, parts)
+            got = {m: (r, s, c, e) for r, m, s, c, e in res}
         i = t
+        kept = 0
         window = max(2, workers)
         while i < t1:
-            r, s, c, e = got[i]
-            if e is not None and c is None:  # the frame itself is unreadable
-                emit(judge.fail(i, e))
-                i += 1
-                continue
             k = judge.last_index
-            if k < 0:
-                emit(judge.decide(i, _host_frame(source, i), checksum=c))
-                i += 1
-                continue
-            if r != k or e is not None:
+            entry = got.get(i)
+            if entry is None or (k >= 0 and entry[0] != k):
                 # The last kept frame is further back: score a window of frames against it at once.
                 hi = min(t1, i + window)
+                pairs = [(k, j) for j in range(i, hi)]
                 parts = pacer.parts(hi - i)
                 t_round = time.perf_counter()
-                spec = _run_tasks(source, split([(k, j) for j in range(i, hi)], parts), options, backend, scheduler)
+                spec = _run_tasks(source, split(pairs, parts), options, backend, scheduler)
                 pacer.measured(hi - i, time.perf_counter() - t_round, parts)
                 for rr, mm, ss, cc, ee in spec:
                     got[mm] = (rr, ss, cc, ee)
                 window = min(4 * block, window * 2)
-                r, s, c, e = got[i]
-                if e is not None:
-                    if c is None:
-                        emit(judge.fail(i, e))
-                    else:  # the reference became unreadable: say so, keep nothing
-                        emit(judge.fail(i, e))
-                    i += 1
-                    continue
-            frame = _host_frame(source, i) if s.changed else None
-            d = judge.decide(i, frame, score=s, checksum=c)
+                entry = got[i]
+            r, s, c, e = entry
+            if e is not None and (c is None or k >= 0):  # the frame, or its reference, is unreadable
+                emit(judge.fail(i, e))
+                i += 1
+                continue
+            if k < 0:  # the first readable frame: kept, whatever its predecessor was
+                d = judge.decide(i, _host_frame(source, i), checksum=c)
+            else:
+                frame = _host_frame(source, i) if s.changed else None
+                d = judge.decide(i, frame, score=s, checksum=c)
             if d.keep:
+                kept += 1
                 window = max(2, workers)
             emit(d)
             i += 1
+        keep_rate = kept / max(1, t1 - t)
         t = t1
     return DedupResult.from_decisions(decisions)
 

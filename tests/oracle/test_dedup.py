@@ -100,7 +100,7 @@ def test_parallel_equals_sequential_with_drift(data_dir, rule):
     kept = [d.index for d in seq if d.keep]
     # slow drift is caught against the last kept frame although consecutive frames barely differ
     assert 1 < len(kept) < len(frames) // 2
-    for workers, block in ((1, 256), (3, 7), (4, 5)):
+    for workers, block in ((1, 256), (2, 256), (3, 7), (4, 5)):
         r = dedup(_ListSource(frames), options=options, workers=workers, block=block)
         assert r.keep.tolist() == [d.keep for d in seq]
         assert r.reference.tolist() == [d.reference for d in seq]
@@ -272,3 +272,33 @@ def test_unreadable_frame_is_failed_and_the_rest_go_on():
     assert r.failed.tolist() == [False, False, True, False, False]
     assert "truncated" in r.reason[2]
     assert r.kept.tolist() == [0, 3, 4]
+
+
+def test_unreadable_first_frame_and_mostly_dropped_blocks():
+    # frame 0 unreadable: frame 1 is the first kept; a long static stretch switches the driver to
+    # windows only, and the decisions still equal the sequential walk
+    base = np.add.outer(np.arange(24) * 4, np.arange(24) * 3).astype(np.uint8)
+    moved = base.copy()
+    moved[5:15, 5:15] = 250  # something enters
+    frames = [base] * 30 + [moved] + [base] * 5
+    bad = {0, 17}
+
+    class Broken(_ListSource):
+        def read(self, i):
+            if i in bad:
+                from gpudiff.errors import InputError
+
+                raise InputError(f"frame {i}: corrupt")
+            return super().read(i)
+
+    options = DedupOptions(**NP)
+    judge = Deduplicator(options)
+    want = []
+    for i, f in enumerate(frames):
+        want.append(judge.fail(i, "x") if i in bad else judge.decide(i, f))
+    for block in (4, 256):
+        r = dedup(Broken(frames), options=options, block=block, workers=2)
+        assert r.failed.tolist() == [d.failed for d in want]
+        assert r.keep.tolist() == [d.keep for d in want]
+    assert r.kept.tolist() == [1, 30]  # 31 repeats kept frame 1 exactly
+    assert r.repeat_of[31] == 1
