@@ -4,8 +4,12 @@ The one call most people need is :func:`compare`; the building blocks it uses ar
 """
 
 from .align import Alignment, phase_cross_correlation, register_overlap
+from .background import BackgroundModel, BackgroundOptions, background_subtract
 from .compare import Comparison, compare
+from .corrupt import EventOptions, detect_events, detect_sequence
+from .dedup import DedupOptions, Deduplicator, change_score, dedup
 from .errors import BackendUnavailable, ConfigError, GpudiffError, InputError
+from .flow import flow_magnitude_stats, optical_flow_lk, track_corners
 from .histograms import histogram_distances
 from .io.images import read_image
 from .metrics import PairSums, pair_sums
@@ -28,6 +32,19 @@ __all__ = [
     "histogram_distances",
     "prepare_pair",
     "read_image",
+    "dedup",
+    "Deduplicator",
+    "DedupOptions",
+    "change_score",
+    "detect_events",
+    "detect_sequence",
+    "EventOptions",
+    "BackgroundModel",
+    "BackgroundOptions",
+    "background_subtract",
+    "optical_flow_lk",
+    "flow_magnitude_stats",
+    "track_corners",
     "GpudiffError",
     "InputError",
     "ConfigError",
