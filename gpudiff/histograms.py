@@ -134,6 +134,74 @@ _FUNCS = {
 }
 
 
+try:
+    import numba as _numba
+except ImportError:  # pragma: no cover
+    _numba = None
+
+if _numba is not None:
+
+    @_numba.njit(cache=True, nogil=True)
+    def _all_distances(ha, hb, normalize):  # pragma: no cover - compiled; tested through histogram_distances
+        """The seven distances of HISTOGRAM_DISTANCES in one compiled pass (same definitions as the
+        NumPy functions above; sums run in bin order instead of NumPy's pairwise order)."""
+        n = ha.shape[0]
+        sa = 0.0
+        sb = 0.0
+        for i in range(n):
+            sa += ha[i]
+            sb += hb[i]
+        p = np.empty(n)
+        q = np.empty(n)
+        for i in range(n):
+            p[i] = ha[i] / sa if (normalize and sa > 0) else (0.0 if normalize else ha[i])
+            q[i] = hb[i] / sb if (normalize and sb > 0) else (0.0 if normalize else hb[i])
+        mp = 0.0
+        mq = 0.0
+        sp = 0.0
+        sq = 0.0
+        for i in range(n):
+            sp += p[i]
+            sq += q[i]
+        mp = sp / n
+        mq = sq / n
+        kl = js_p = js_q = chi2 = chi2_alt = bc = inter = num = vp = vq = 0.0
+        for i in range(n):
+            pi = p[i]
+            qi = q[i]
+            if abs(pi) > _DBL_EPS:
+                qq = qi if abs(qi) > _DBL_EPS else KL_EMPTY_Q
+                kl += pi * np.log(pi / qq)
+                chi2 += (pi - qi) ** 2 / pi
+            m = 0.5 * (pi + qi)
+            if pi > 0:
+                js_p += pi * np.log(pi / m)
+            if qi > 0:
+                js_q += qi * np.log(qi / m)
+            s = pi + qi
+            if abs(s) > _DBL_EPS:
+                chi2_alt += (pi - qi) ** 2 / s
+            bc += np.sqrt(pi * qi)
+            inter += min(pi, qi)
+            dp = pi - mp
+            dq = qi - mq
+            num += dp * dq
+            vp += dp * dp
+            vq += dq * dq
+        ss = sp * sq
+        scale = 1.0 / np.sqrt(ss) if abs(ss) > _FLT_EPS else 1.0
+        den = vp * vq
+        out = np.empty(7)
+        out[0] = kl
+        out[1] = 0.5 * js_p + 0.5 * js_q
+        out[2] = chi2
+        out[3] = 2.0 * chi2_alt
+        out[4] = np.sqrt(max(1.0 - bc * scale, 0.0))
+        out[5] = inter
+        out[6] = num / np.sqrt(den) if abs(den) > _DBL_EPS else 1.0
+        return out
+
+
 def histogram_distances(hist_a, hist_b, *, normalize=True) -> dict[str, float]:
     """Every distance of :data:`HISTOGRAM_DISTANCES` between two histograms of equal length.
 
@@ -149,8 +217,13 @@ def histogram_distances(hist_a, hist_b, *, normalize=True) -> dict[str, float]:
     dict
         ``{name: value}`` in the order of :data:`HISTOGRAM_DISTANCES`.
     """
-    p = normalize_histogram(hist_a) if normalize else np.asarray(hist_a, np.float64)
-    q = normalize_histogram(hist_b) if normalize else np.asarray(hist_b, np.float64)
-    if p.shape != q.shape or p.ndim != 1:
-        raise ValueError(f"histograms must be 1-D of equal length, got {p.shape} and {q.shape}")
+    ha = np.asarray(hist_a, np.float64)
+    hb = np.asarray(hist_b, np.float64)
+    if ha.shape != hb.shape or ha.ndim != 1:
+        raise ValueError(f"histograms must be 1-D of equal length, got {ha.shape} and {hb.shape}")
+    if _numba is not None and ha.size:
+        values = _all_distances(np.ascontiguousarray(ha), np.ascontiguousarray(hb), bool(normalize))
+        return {name: float(v) for name, v in zip(HISTOGRAM_DISTANCES, values)}
+    p = normalize_histogram(ha) if normalize else ha
+    q = normalize_histogram(hb) if normalize else hb
     return {name: _FUNCS[name](p, q) for name in HISTOGRAM_DISTANCES}

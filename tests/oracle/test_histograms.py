@@ -102,3 +102,20 @@ def test_js_symmetric_kl_not(data_dir):
 
 def test_empty_histogram_is_zeros():
     assert np.all(normalize_histogram(np.zeros(8)) == 0)
+
+
+def test_compiled_distances_equal_the_numpy_definitions():
+    # histogram_distances runs one compiled pass; each distance also exists as a NumPy function
+    from gpudiff import histograms as H
+
+    rng = np.random.default_rng(7)
+    for trial in range(200):
+        n = int(rng.choice([1, 2, 7, 256, 1000]))
+        a = rng.integers(0, 50, n) * (rng.random(n) < 0.7)
+        b = a.copy() if trial % 40 == 0 else rng.integers(0, 50, n) * (rng.random(n) < 0.7)
+        for norm in (True, False):
+            got = H.histogram_distances(a, b, normalize=norm)
+            p = H.normalize_histogram(a) if norm else a.astype(np.float64)
+            q = H.normalize_histogram(b) if norm else b.astype(np.float64)
+            for name, fn in H._FUNCS.items():
+                assert got[name] == pytest.approx(fn(p, q), rel=1e-9, abs=1e-12), (name, n, norm)
