@@ -440,6 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("auto", "numpy", "cupy"),
                    default=os.environ.get("GPUDIFF_BACKEND", "auto") or "auto")
     p.set_defaults(func=_cmd_demo)
+    from .report import register_cli as _register_report  # noqa: PLC0415 - cheap: plots load on use
+
+    _register_report(sub)
     parser.subcommands = dict(sub.choices)
     return parser
 

@@ -419,6 +419,12 @@ def run(cfg: RunConfig, options: CompareOptions, *, stream=None) -> RunReport:
         "backend": _backend.backend_name(xp),
         "device": _backend.device_name(xp),
     }
+    if cfg.events:
+        from .corrupt import EventOptions  # noqa: PLC0415
+
+        eo = EventOptions(**(cfg.event_options or {}))
+        # what decided the flags (scores are 1 at their threshold), and the classic rule's line
+        attrs["thresholds"] = {"corrupt_score": 1.0, "cut_score": 1.0, "kl_prev": float(eo.kl_threshold)}
     config = _run_config_key(options, cfg, source, plan, fields)
     store = ResultStore.create_or_open(cfg.out, n_items=plan.n_items, chunk=plan.chunk, fields=fields,
                                        attrs=attrs, config=config, overwrite=cfg.overwrite,

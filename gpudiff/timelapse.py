@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _backend
 from .dedup import Decision, DedupOptions, Deduplicator, dedup
 from .errors import ConfigError, GpudiffError, InputError
 
@@ -163,7 +164,11 @@ def run_dedup(
         config = {"dedup": options.to_dict(), "source": source.fingerprint(), "kind": "dedup"}
         store = ResultStore.create_or_open(
             out, n_items=n, chunk=chunk, fields=dedup_fields(),
-            attrs={"dedup": options.to_dict(), "rule": options.describe(), "source": source.fingerprint(),
+            attrs={"dedup": options.to_dict(), "options": options.to_dict(), "rule": options.describe(),
+                   "pairs": "last kept frame", "source": source.fingerprint(), "source_kind": source.kind,
+                   "frames": n, "frame_shape": list(source.frame_shape) if source.frame_shape else None,
+                   "backend": _backend.backend_name(_backend.resolve_backend(options.backend)),
+                   "device": _backend.device_name(_backend.resolve_backend(options.backend)),
                    "thresholds": {"change": options.min_changed if options.rule == "pixels" else
                                   (1.0 if options.rule == "blocks" else options.threshold)}},
             config=config, overwrite=overwrite,
