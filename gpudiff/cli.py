@@ -275,6 +275,10 @@ def add_dedup_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--light", choices=LIGHT_MODES, default=d.light,
                    help="robust to global light changes: gain (linear exposure), histogram (any tone curve), "
                    "edges (normalised Sobel magnitudes)")
+    g.add_argument("--align", action="store_true",
+                   help="register each frame to the kept frame first (a shaking or drifting camera)")
+    g.add_argument("--upsample", type=_positive_int, default=d.upsample, metavar="N",
+                   help=f"with --align: shift to 1/N pixel (default {d.upsample})")
     g.add_argument("--blur", type=float, default=d.blur, metavar="SIGMA", help="Gaussian blur before comparing")
     g.add_argument("--keep-repeats", action="store_true",
                    help="keep a frame identical to an earlier kept frame (dropped by default)")
@@ -290,7 +294,8 @@ def dedup_options_from_args(args):
 
     return DedupOptions(rule=args.rule, noise=args.noise, k=args.k, min_changed=args.min_changed, hi=args.hi,
                         lo=args.lo, frac=args.frac, metric=args.metric, threshold=args.threshold, light=args.light,
-                        blur=args.blur, drop_repeats=not args.keep_repeats, backend=args.backend)
+                        align=args.align, upsample=args.upsample, blur=args.blur,
+                        drop_repeats=not args.keep_repeats, backend=args.backend)
 
 
 def _cmd_dedup(args) -> int:

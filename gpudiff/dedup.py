@@ -91,6 +91,9 @@ class DedupOptions:
         its threshold (required).
     light : {'none', 'gain', 'histogram', 'edges'}
         Exposure compensation before comparing (see the module notes).
+    align, upsample : bool, int
+        Register the moving frame to the reference first (phase correlation to 1/``upsample``
+        pixel) and compare over the overlap: a camera that shakes or drifts is not a change.
     blur : float
         Gaussian sigma (pixels) applied to both frames first; 0 for none.
     drop_repeats : bool
@@ -109,6 +112,8 @@ class DedupOptions:
     metric: str | None = None
     threshold: float | None = None
     light: str = "none"
+    align: bool = False
+    upsample: int = 10
     blur: float = 0.0
     drop_repeats: bool = True
     backend: str = "auto"
@@ -136,6 +141,8 @@ class DedupOptions:
                 raise ConfigError(f"--{name.replace('_', '-')} {v!r} must be a fraction in [0, 1)")
         if not (isinstance(self.block, int) and self.block >= 1):
             raise ConfigError(f"--block {self.block!r} must be a whole number >= 1")
+        if not (isinstance(self.upsample, int) and self.upsample >= 1):
+            raise ConfigError(f"--upsample {self.upsample!r} must be a whole number >= 1")
         if not (isinstance(self.blur, (int, float)) and math.isfinite(self.blur) and self.blur >= 0):
             raise ConfigError(f"--blur {self.blur!r} must be >= 0")
         if self.rule == "metric":
@@ -169,6 +176,8 @@ class DedupOptions:
             out = f"{self.metric} {op} {self.threshold:g}"
         if self.light != "none":
             out += f", light={self.light}"
+        if self.align:
+            out += ", aligned"
         return out
 
 
@@ -311,6 +320,14 @@ def _prepare(reference, moving, options: DedupOptions, xp):
         )
     a = to_gray(reference).astype(xp.float32, copy=False)
     b = to_gray(moving).astype(xp.float32, copy=False)
+    if options.align:
+        # a shaking or drifting camera: compare over the registered overlap only
+        from .align import phase_cross_correlation, register_overlap  # noqa: PLC0415
+
+        shift = phase_cross_correlation(a, b, upsample_factor=options.upsample).shift
+        a, b = register_overlap(a, b, shift)
+        a = a.astype(xp.float32, copy=False)
+        b = b.astype(xp.float32, copy=False)
     if options.blur > 0:
         a = gaussian_blur(a, sigma=options.blur)
         b = gaussian_blur(b, sigma=options.blur)
@@ -395,7 +412,8 @@ def _metric_score(reference, moving, options: DedupOptions) -> ChangeScore:
     m = options.metric
     base = m[5:] if m.startswith("hist_") else m.replace("_per_pixel", "")
     metric = "histogram" if m.startswith("hist_") else base
-    kw = {"metrics": (metric,), "backend": options.backend, "blur": options.blur}
+    kw = {"metrics": (metric,), "backend": options.backend, "blur": options.blur, "align": options.align,
+          "upsample": options.upsample}
     if options.light == "gain":
         kw["normalize"] = "zscore"
     elif options.light == "histogram":

@@ -80,12 +80,14 @@ def run_demo(out_dir: str = "gpudiff-demo", *, backend: str = "auto", print_fn=p
              "exposure x1.3 from frame 40)")
     options = CompareOptions(align=True, upsample=10, blur=1.0, backend=backend)
     cfg = RunConfig(source=stack, out=store_path, chunk=8, overwrite=True, progress=False, log_every_s=1e9,
-                    save_maps=("diff",))
+                    save_maps=("diff",), events=True)
     report = run(cfg, options, stream=io.StringIO())
     store = ResultStore.open(store_path)
-    cols = store.read(["reference_index", "moving_index", "manhattan_per_pixel", "ssim", "hist_kl", "shift"])
+    cols = store.read(["reference_index", "moving_index", "manhattan_per_pixel", "ssim", "hist_kl", "shift",
+                       "corrupt", "cut"])
     rate = (report.done + report.failed) / report.elapsed_s if report.elapsed_s else 0.0
-    print_fn(f"gpudiff run {stack} --out {store_path} --align --upsample 10 --blur 1 --save-maps diff")
+    print_fn(f"gpudiff run {stack} --out {store_path} --align --upsample 10 --blur 1 --save-maps diff "
+             "--corrupt --cuts")
     print_fn(f"  {report.done} pairs done, {report.failed} failed, in {report.elapsed_s:.1f} s "
              f"({rate:.1f} pairs/s, backend {store.attrs.get('backend')})")
     order = np.argsort(-np.nan_to_num(cols["manhattan_per_pixel"], nan=-1))
@@ -98,6 +100,16 @@ def run_demo(out_dir: str = "gpudiff-demo", *, backend: str = "auto", print_fn=p
                  f"   ({dy:+.2f}, {dx:+.2f})")
     quiet = np.nanmedian(cols["manhattan_per_pixel"])
     print_fn(f"  median L1/pixel of all pairs: {quiet:.3f} (noise level)")
+    corrupt = (cols["moving_index"][cols["corrupt"] == 1]).tolist()
+    cuts = (cols["moving_index"][cols["cut"] == 1]).tolist()
+    print_fn(f"  flagged corrupt: {corrupt or 'none'} (made: 34; the object crossing 25 px per frame looks like a "
+             f"blotch where it enters and leaves); cuts: {cuts or 'none'} (exposure x1.3 from 40)")
+
+    from .report import build_report  # noqa: PLC0415
+
+    page = os.path.join(out_dir, "report.html")
+    summary = build_report(store_path, html=page)
+    print_fn(f"gpudiff report {store_path} --html {page}  ({summary.page_bytes / 1e6:.2f} MB, open it in a browser)")
     print_fn(f"  next: gpudiff status {store_path} ; gpudiff export {store_path} --format csv")
     return report.exit_code
 

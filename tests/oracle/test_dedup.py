@@ -302,3 +302,21 @@ def test_unreadable_first_frame_and_mostly_dropped_blocks():
         assert r.keep.tolist() == [d.keep for d in want]
     assert r.kept.tolist() == [1, 30]  # 31 repeats kept frame 1 exactly
     assert r.repeat_of[31] == 1
+
+
+def test_align_ignores_a_shaking_camera(data_dir):
+    # whole-pixel camera shake (crops of camera.png at jittered offsets) plus sensor noise; an
+    # object appears in frame 10 only
+    cam = read_image(data_dir / "skimage-data/camera.png").astype(np.float32)
+    rng = np.random.default_rng(4)
+    frames = []
+    for t in range(16):
+        dy, dx = rng.integers(-3, 4, 2)
+        f = cam[100 + dy : 300 + dy, 150 + dx : 350 + dx] + rng.normal(0, 2.0, (200, 200))
+        if t == 10:
+            f[60:90, 60:90] = 255
+        frames.append(np.clip(f, 0, 255).astype(np.uint8))
+    shaken = dedup(_ListSource(frames), options=DedupOptions(**NP))
+    assert shaken.keep.sum() > 8  # every shake looks like a change
+    steady = dedup(_ListSource(frames), options=DedupOptions(align=True, **NP))
+    assert steady.kept.tolist() == [0, 10, 11]
