@@ -412,8 +412,9 @@ def _metric_score(reference, moving, options: DedupOptions) -> ChangeScore:
     m = options.metric
     base = m[5:] if m.startswith("hist_") else m.replace("_per_pixel", "")
     metric = "histogram" if m.startswith("hist_") else base
-    kw = {"metrics": (metric,), "backend": options.backend, "blur": options.blur, "align": options.align,
-          "upsample": options.upsample}
+    kw = {"metrics": (metric,), "backend": options.backend, "blur": options.blur}
+    if options.align:
+        kw.update(align=True, upsample=options.upsample)
     if options.light == "gain":
         kw["normalize"] = "zscore"
     elif options.light == "histogram":

@@ -320,3 +320,12 @@ def test_align_ignores_a_shaking_camera(data_dir):
     assert shaken.keep.sum() > 8  # every shake looks like a change
     steady = dedup(_ListSource(frames), options=DedupOptions(align=True, **NP))
     assert steady.kept.tolist() == [0, 10, 11]
+
+
+def test_metric_rule_with_align(data_dir):
+    src = open_source(data_dir / "pims-testdata/stuck.tif")
+    a = src.read(0)
+    b = np.roll(src.read(1), (2, -3), axis=(0, 1))
+    plain = change_score(a, b, options=DedupOptions(rule="metric", metric="ssim", threshold=0.5, **NP))
+    aligned = change_score(a, b, options=DedupOptions(rule="metric", metric="ssim", threshold=0.5, align=True, **NP))
+    assert aligned.statistic > plain.statistic  # registered, the frames agree better
