@@ -706,6 +706,44 @@ if _numba is not None:
             x += 1
 
     @_inline
+    def _scatter_shift_row(ra, rb, W, C, h, nbp, sub_mask, sub_stride, both, sh):
+        """As :func:`_scatter_row` with the bin computed in place as ``v >> sh``: every value of
+        the dtype lies inside the range (lo = 0, hi past the dtype's top), so no range check and
+        no second pass over a scratch row are needed."""
+        nbp = np.uintp(nbp)
+        sub_stride = np.uintp(sub_stride)
+        uc = np.uintp(C)
+        ush = np.uintp(sh)
+        x = 0
+        while x + 4 <= W:
+            for k in range(4):
+                base = np.uintp(k & sub_mask) * sub_stride
+                p = (x + k) * C
+                for c in range(C):
+                    if both:
+                        h[base + np.uintp(c) * nbp + (np.uintp(ra[p + c]) >> ush)] += np.uint32(1)
+                    h[base + (uc + np.uintp(c)) * nbp + (np.uintp(rb[p + c]) >> ush)] += np.uint32(1)
+            x += 4
+        while x < W:
+            p = x * C
+            for c in range(C):
+                if both:
+                    h[np.uintp(c) * nbp + (np.uintp(ra[p + c]) >> ush)] += np.uint32(1)
+                h[(uc + np.uintp(c)) * nbp + (np.uintp(rb[p + c]) >> ush)] += np.uint32(1)
+            x += 1
+
+    @_inline
+    def _scatter_shift(ra, rb, W, C, h, nbp, sub_mask, sub_stride, both, sh):
+        if C == 1:
+            _scatter_shift_row(ra, rb, W, 1, h, nbp, sub_mask, sub_stride, both, sh)
+        elif C == 2:
+            _scatter_shift_row(ra, rb, W, 2, h, nbp, sub_mask, sub_stride, both, sh)
+        elif C == 3:
+            _scatter_shift_row(ra, rb, W, 3, h, nbp, sub_mask, sub_stride, both, sh)
+        else:
+            _scatter_shift_row(ra, rb, W, 4, h, nbp, sub_mask, sub_stride, both, sh)
+
+    @_inline
     def _scatter(xa, xb, W, C, h, nbp, sub_mask, sub_stride, both):
         if C == 1:
             _scatter_row(xa, xb, W, 1, h, nbp, sub_mask, sub_stride, both)
@@ -799,6 +837,11 @@ if _numba is not None:
                 if hsize > 0:
                     if lut is None:
                         _scatter(ra, rb, W, C, h, nbp, sub_mask, sub_stride, both)
+                    elif binning[2] >= 0 and binning[0] == 0 and binning[1] > 65535:
+                        if both:  # literal flags: each call site compiles without the test inside
+                            _scatter_shift(ra, rb, W, C, h, nbp, sub_mask, sub_stride, True, binning[2])
+                        else:
+                            _scatter_shift(ra, rb, W, C, h, nbp, sub_mask, sub_stride, False, binning[2])
                     elif binning[2] >= 0:
                         if both:
                             _shift_row(ra, binning, xa)
