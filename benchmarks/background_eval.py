@@ -131,15 +131,10 @@ def run_opencv(frames, kind):
 def machine_info(backend: str, xp) -> dict:
     import cv2
 
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from peers import cpu_model_and_usable_cores  # noqa: PLC0415
+
+    model, _ = cpu_model_and_usable_cores()
     info = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),

@@ -677,39 +677,16 @@ if _numba is not None:
             counts[blk, C] += _float_any(ra, rb, W, C, tol)
 
     @_inline
-    def _scatter_row(xa, xb, W, C, h, nbp, sub_mask, sub_stride, both):
-        """Count the bin indices (or uint8 values) of one row of a and b.
+    def _scatter_row(ra, rb, W, C, h, nbp, sub_mask, sub_stride, both, sh):
+        """Count the bins ``v >> sh`` of one row of a and b (``sh`` = 0: the values are the bins:
+        uint8 values, or bin indices from a table or the float formula).
 
         ``h`` is flat: sub-histogram k at k*sub_stride (sub_stride = 0 folds the four onto one),
-        then image (a, b), then channel, then ``nbp`` bins. Index arithmetic stays unsigned, so no
-        negative-index wraparound is emitted.
-        """
-        nbp = np.uintp(nbp)
-        sub_stride = np.uintp(sub_stride)
-        uc = np.uintp(C)
-        x = 0
-        while x + 4 <= W:
-            for k in range(4):
-                base = np.uintp(k & sub_mask) * sub_stride
-                p = (x + k) * C
-                for c in range(C):
-                    if both:
-                        h[base + np.uintp(c) * nbp + np.uintp(xa[p + c])] += np.uint32(1)
-                    h[base + (uc + np.uintp(c)) * nbp + np.uintp(xb[p + c])] += np.uint32(1)
-            x += 4
-        while x < W:
-            p = x * C
-            for c in range(C):
-                if both:
-                    h[np.uintp(c) * nbp + np.uintp(xa[p + c])] += np.uint32(1)
-                h[(uc + np.uintp(c)) * nbp + np.uintp(xb[p + c])] += np.uint32(1)
-            x += 1
-
-    @_inline
-    def _scatter_shift_row(ra, rb, W, C, h, nbp, sub_mask, sub_stride, both, sh):
-        """As :func:`_scatter_row` with the bin computed in place as ``v >> sh``: every value of
-        the dtype lies inside the range (lo = 0, hi past the dtype's top), so no range check and
-        no second pass over a scratch row are needed."""
+        then image (a, b), then channel, then ``nbp`` bins; four consecutive pixels go to four
+        sub-histograms, so increments of equal bins do not wait on one another. Index arithmetic
+        stays unsigned, so no negative-index wraparound is emitted. With ``sh`` > 0 every value of
+        the dtype lies inside the range (lo = 0, hi past the dtype's top): no range check and no
+        second pass over a scratch row are needed."""
         nbp = np.uintp(nbp)
         sub_stride = np.uintp(sub_stride)
         uc = np.uintp(C)
@@ -733,26 +710,15 @@ if _numba is not None:
             x += 1
 
     @_inline
-    def _scatter_shift(ra, rb, W, C, h, nbp, sub_mask, sub_stride, both, sh):
+    def _scatter(ra, rb, W, C, h, nbp, sub_mask, sub_stride, both, sh):
         if C == 1:
-            _scatter_shift_row(ra, rb, W, 1, h, nbp, sub_mask, sub_stride, both, sh)
+            _scatter_row(ra, rb, W, 1, h, nbp, sub_mask, sub_stride, both, sh)
         elif C == 2:
-            _scatter_shift_row(ra, rb, W, 2, h, nbp, sub_mask, sub_stride, both, sh)
+            _scatter_row(ra, rb, W, 2, h, nbp, sub_mask, sub_stride, both, sh)
         elif C == 3:
-            _scatter_shift_row(ra, rb, W, 3, h, nbp, sub_mask, sub_stride, both, sh)
+            _scatter_row(ra, rb, W, 3, h, nbp, sub_mask, sub_stride, both, sh)
         else:
-            _scatter_shift_row(ra, rb, W, 4, h, nbp, sub_mask, sub_stride, both, sh)
-
-    @_inline
-    def _scatter(xa, xb, W, C, h, nbp, sub_mask, sub_stride, both):
-        if C == 1:
-            _scatter_row(xa, xb, W, 1, h, nbp, sub_mask, sub_stride, both)
-        elif C == 2:
-            _scatter_row(xa, xb, W, 2, h, nbp, sub_mask, sub_stride, both)
-        elif C == 3:
-            _scatter_row(xa, xb, W, 3, h, nbp, sub_mask, sub_stride, both)
-        else:
-            _scatter_row(xa, xb, W, 4, h, nbp, sub_mask, sub_stride, both)
+            _scatter_row(ra, rb, W, 4, h, nbp, sub_mask, sub_stride, both, sh)
 
     @_inline
     def _lookup_row(x, lut, out):
@@ -836,22 +802,22 @@ if _numba is not None:
                     _int_row(ra, rb, W, 4, itol, sums, counts, blk)
                 if hsize > 0:
                     if lut is None:
-                        _scatter(ra, rb, W, C, h, nbp, sub_mask, sub_stride, both)
+                        _scatter(ra, rb, W, C, h, nbp, sub_mask, sub_stride, both, 0)
                     elif binning[2] >= 0 and binning[0] == 0 and binning[1] > 65535:
                         if both:  # literal flags: each call site compiles without the test inside
-                            _scatter_shift(ra, rb, W, C, h, nbp, sub_mask, sub_stride, True, binning[2])
+                            _scatter(ra, rb, W, C, h, nbp, sub_mask, sub_stride, True, binning[2])
                         else:
-                            _scatter_shift(ra, rb, W, C, h, nbp, sub_mask, sub_stride, False, binning[2])
+                            _scatter(ra, rb, W, C, h, nbp, sub_mask, sub_stride, False, binning[2])
                     elif binning[2] >= 0:
                         if both:
                             _shift_row(ra, binning, xa)
                         _shift_row(rb, binning, xb)
-                        _scatter(xa, xb, W, C, h, nbp, sub_mask, sub_stride, both)
+                        _scatter(xa, xb, W, C, h, nbp, sub_mask, sub_stride, both, 0)
                     else:
                         if both:
                             _lookup_row(ra, lut, xa)
                         _lookup_row(rb, lut, xb)
-                        _scatter(xa, xb, W, C, h, nbp, sub_mask, sub_stride, both)
+                        _scatter(xa, xb, W, C, h, nbp, sub_mask, sub_stride, both, 0)
             since += (r1 - blk * block_rows) * W
             if hsize > 0 and since >= _FLUSH_PIXELS:
                 _flush(h, hist_out, hsize, nsub)
@@ -893,7 +859,7 @@ if _numba is not None:
                     if both:
                         _bin_row(ra, lo, hi, nbins, xa)
                     _bin_row(rb, lo, hi, nbins, xb)
-                    _scatter(xa, xb, W, C, h, nbp, sub_mask, sub_stride, both)
+                    _scatter(xa, xb, W, C, h, nbp, sub_mask, sub_stride, both, 0)
             since += (r1 - blk * block_rows) * W
             if hsize > 0 and since >= _FLUSH_PIXELS:
                 _flush(h, hist_out, hsize, nsub)

@@ -758,6 +758,32 @@ class ResultStore:
         InputError
             Disk full (or another OS error) while writing; the chunk stays pending.
         """
+        sl, prepared = self._prepare_columns(c, columns)
+        m = sl.stop - sl.start
+        status = np.asarray(_host(status), dtype=np.uint8).reshape(-1)
+        if status.shape != (m,) or status.size and status.max() > FAILED:
+            raise ValueError(f"status of chunk {c}: need {m} values of 0, 1 or 2, got {status!r}")
+        errors = [""] * m if errors is None else ["" if e is None else str(e) for e in errors]
+        if len(errors) != m:
+            raise ValueError(f"errors of chunk {c}: need {m} strings, got {len(errors)}")
+        prepared.append(("error", np.asarray(errors, dtype=object)))
+        try:
+            _set_together([(self._arrays[name], values) for name, values in prepared], sl)
+            self._arrays["status"][sl] = status  # last: a chunk whose status is set is complete
+        except OSError as e:
+            raise _disk_error(self.path, e, f"writing chunk {c}") from None
+
+    def write_columns(self, c: int, columns: dict) -> None:
+        """Write some columns of chunk ``c`` without touching its status (a later pass over items
+        already done, such as background subtraction, which keeps its own progress)."""
+        sl, prepared = self._prepare_columns(c, columns)
+        try:
+            _set_together([(self._arrays[name], values) for name, values in prepared], sl)
+        except OSError as e:
+            raise _disk_error(self.path, e, f"writing chunk {c}") from None
+
+    def _prepare_columns(self, c: int, columns: dict) -> tuple[slice, list]:
+        """The chunk's slice, and each column as a host array of its field's dtype and shape."""
         if self.mode == "r":
             raise ValueError(f"{self.path} is open read-only: open it with mode='r+' to write")
         sl = self.chunk_slice(c)
@@ -777,39 +803,7 @@ class ResultStore:
             if values.shape != (m, *f.shape):
                 raise ValueError(f"column {name}: shape {values.shape}, chunk {c} needs {(m, *f.shape)}")
             prepared.append((name, values))
-        status = np.asarray(_host(status), dtype=np.uint8).reshape(-1)
-        if status.shape != (m,) or status.size and status.max() > FAILED:
-            raise ValueError(f"status of chunk {c}: need {m} values of 0, 1 or 2, got {status!r}")
-        errors = [""] * m if errors is None else ["" if e is None else str(e) for e in errors]
-        if len(errors) != m:
-            raise ValueError(f"errors of chunk {c}: need {m} strings, got {len(errors)}")
-        prepared.append(("error", np.asarray(errors, dtype=object)))
-        try:
-            _set_together([(self._arrays[name], values) for name, values in prepared], sl)
-            self._arrays["status"][sl] = status  # last: a chunk whose status is set is complete
-        except OSError as e:
-            raise _disk_error(self.path, e, f"writing chunk {c}") from None
-
-    def write_columns(self, c: int, columns: dict) -> None:
-        """Write some columns of chunk ``c`` without touching its status (a later pass over items
-        already done, such as background subtraction, which keeps its own progress)."""
-        if self.mode == "r":
-            raise ValueError(f"{self.path} is open read-only: open it with mode='r+' to write")
-        sl = self.chunk_slice(c)
-        m = sl.stop - sl.start
-        writes = []
-        for name, values in columns.items():
-            f = self._field_by_name.get(name)
-            if f is None:
-                raise ValueError(f"{self.path} has no field {name!r}; it has {', '.join(self.names[2:])}")
-            values = np.asarray(_host(values), dtype=f.dtype)
-            if values.shape != (m, *f.shape):
-                raise ValueError(f"column {name}: shape {values.shape}, chunk {c} needs {(m, *f.shape)}")
-            writes.append((self._arrays[name], values))
-        try:
-            _set_together(writes, sl)
-        except OSError as e:
-            raise _disk_error(self.path, e, f"writing chunk {c}") from None
+        return sl, prepared
 
     # ---- reading ---------------------------------------------------------------------------
 
