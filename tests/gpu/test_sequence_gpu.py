@@ -1,0 +1,69 @@
+"""GPU paths of the sequence features (run only where CuPy sees a device): the same numbers as on
+the CPU, through the real command line."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture
+def clip(tmp_path, data_dir):
+    src = data_dir / "cdnet2014-traffic-subset/input"
+    out = tmp_path / "clip"
+    out.mkdir()
+    for name in sorted(p.name for p in src.iterdir())[:24]:
+        shutil.copy2(src / name, out / name)
+    return out
+
+
+def test_run_sequence_features_on_the_gpu_equal_the_cpu(tmp_path, clip):
+    pytest.importorskip("cupy")
+    from gpudiff.cli import main
+    from gpudiff.store import ResultStore
+
+    stores = {}
+    for backend in ("numpy", "cupy"):
+        out = tmp_path / f"{backend}.zarr"
+        assert main(["run", str(clip), "--out", str(out), "--backend", backend, "--flow", "--background",
+                     "--bg-align", "--corrupt", "--cuts", "--save-maps", "foreground", "--metrics", "manhattan",
+                     "--no-progress", "--chunk", "8"]) == 0
+        stores[backend] = ResultStore.open(str(out))
+    cpu, gpu = (stores[b].read() for b in ("numpy", "cupy"))
+    # the background model is elementwise float32: the masks are bit for bit the same
+    np.testing.assert_array_equal(stores["cupy"]._arrays["maps/foreground"][:],
+                                  stores["numpy"]._arrays["maps/foreground"][:])
+    np.testing.assert_array_equal(gpu["foreground_fraction"], cpu["foreground_fraction"])
+    np.testing.assert_array_equal(gpu["corrupt"], cpu["corrupt"])
+    np.testing.assert_array_equal(gpu["cut"], cpu["cut"])
+    np.testing.assert_allclose(gpu["kl_prev"], cpu["kl_prev"], rtol=1e-9)
+    np.testing.assert_allclose(gpu["flow_mean"], cpu["flow_mean"], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(gpu["flow_p95"], cpu["flow_p95"], rtol=1e-3, atol=1e-3)
+
+
+def test_dedup_on_the_gpu_equals_the_cpu(data_dir):
+    pytest.importorskip("cupy")
+    from gpudiff.dedup import DedupOptions, dedup
+    from gpudiff.io.sources import open_source
+
+    src = open_source(str(data_dir / "opencv-samples/video/vtest.avi"))
+
+    class First60:
+        def __len__(self):
+            return 60
+
+        def read(self, i):
+            return src.read(i)
+
+        def label(self, i):
+            return src.label(i)
+
+    for rule in ("pixels", "blocks"):
+        cpu = dedup(First60(), options=DedupOptions(rule=rule, backend="numpy"))
+        gpu = dedup(First60(), options=DedupOptions(rule=rule, backend="cupy"))
+        assert gpu.keep.tolist() == cpu.keep.tolist()
+        np.testing.assert_allclose(gpu.statistic, cpu.statistic, rtol=1e-6, atol=1e-9)
