@@ -528,7 +528,8 @@ def background_pass(cfg: RunConfig, source, plan: Plan, store, chunks, *, backen
     save_maps = "foreground" in cfg.save_maps
 
     def run_tile(model, frames, shifts):
-        return [model.update(f, shift=s) for f, s in zip(frames, shifts)], model
+        # an unreadable frame (None) neither teaches the model nor gets a mask
+        return [None if f is None else model.update(f, shift=s) for f, s in zip(frames, shifts)], model
 
     for c in range(start, plan.n_chunks):
         if _STOP.is_set():
@@ -537,13 +538,13 @@ def background_pass(cfg: RunConfig, source, plan: Plan, store, chunks, *, backen
         idx = [int(i) for i in plan.moving[sl]]
         if c == 0:
             idx = [int(plan.reference[0])] + idx  # the first frame only teaches the model
-        frames = dask.compute(*[dask.delayed(source.read)(i) for i in idx], scheduler="threads")
-        frames = [_backend.to_device(f, xp) for f in frames]
+        frames = dask.compute(*[dask.delayed(_read_or_none)(source, i) for i in idx], scheduler="threads")
+        frames = [None if f is None else _backend.to_device(f, xp) for f in frames]
         if reference is None:
-            reference = frames[0]
-        if opts.align:
-            shifts = dask.compute(*[dask.delayed(estimate_shift)(reference, f, options=opts) for f in frames],
-                                  scheduler="threads")
+            reference = next((f for f in frames if f is not None), None)
+        if opts.align and reference is not None:
+            shifts = dask.compute(*[dask.delayed(estimate_shift)(reference, f, options=opts) if f is not None
+                                    else None for f in frames], scheduler="threads")
         else:
             shifts = [None] * len(frames)
         outs = dask.compute(*[dask.delayed(run_tile)(m, frames, shifts) for m in models], scheduler="threads")
@@ -552,15 +553,17 @@ def background_pass(cfg: RunConfig, source, plan: Plan, store, chunks, *, backen
         for (tile_masks, _), tile in zip(outs, tiles):
             ys, xs = tile.core_slices
             for j, mk in enumerate(tile_masks):
-                masks[j, ys, xs] = mk
+                if mk is not None:
+                    masks[j, ys, xs] = mk
+        missing = np.array([f is None for f in frames])
         if c == 0:
-            masks = masks[1:]
+            masks, missing, shifts = masks[1:], missing[1:], shifts[1:]
         if opts.align:
             from .background import mask_to_frame  # noqa: PLC0415
 
-            sh = shifts[1:] if c == 0 else shifts
-            masks = xp.stack([mask_to_frame(mk, s) for mk, s in zip(masks, sh)])
+            masks = xp.stack([mk if s is None else mask_to_frame(mk, s) for mk, s in zip(masks, shifts)])
         fractions = _backend.to_host(masks.reshape(len(masks), -1).mean(axis=1, dtype=xp.float64))  # sync
+        fractions = np.where(missing, np.nan, fractions)
         cols = {"foreground_fraction": fractions}
         if save_maps:
             cols["maps/foreground"] = _backend.to_host(masks)  # sync
@@ -583,10 +586,25 @@ def _event_features(source, t0: int, t1: int, n: int, opts, backend):
 
     xp = _backend.resolve_backend(backend)
     cache: dict = {}
+    unreadable: list = []
 
     def get(i):
+        # An unreadable frame stands in as a repeat of the nearest readable one before it (or
+        # after it, at the start): a repeat raises no event; its item is left undecided.
         if i not in cache:
-            cache[i] = _backend.to_device(source.read(i), xp)
+            j, step = i, -1
+            while True:
+                f = _read_or_none(source, j)
+                if f is not None:
+                    break
+                if j == i:
+                    unreadable.append(i)
+                j += step
+                if j < 0:
+                    j, step = i + 1, 1
+                if j >= n:
+                    raise GpudiffError("no frame of the sequence can be read")
+            cache[i] = _backend.to_device(f, xp)
         return cache[i]
 
     ff, cons, skip = [], [], []
@@ -599,7 +617,7 @@ def _event_features(source, t0: int, t1: int, n: int, opts, backend):
                     if 1 <= t <= n - 2 else None)
         for k in [k for k in cache if k < t - 1]:
             del cache[k]
-    return ff, cons, skip
+    return ff, cons, skip, sorted(set(unreadable))
 
 
 def events_pass(cfg: RunConfig, source, plan: Plan, store, chunks, *, backend=None) -> int:
@@ -629,7 +647,13 @@ def events_pass(cfg: RunConfig, source, plan: Plan, store, chunks, *, backend=No
     ff = [x for p in parts for x in p[0]]
     cons = [x for p in parts for x in p[1]]
     skip = [x for p in parts for x in p[2]]
+    bad = sorted({i for p in parts for i in p[3]})
     ev = detect_events(ff, cons, skip, options=opts)
+    if bad:  # frames that could not be read: no verdict (their items failed in the main pass)
+        ev = {k: np.array(v, dtype=np.float64 if k.endswith(("score", "prev")) else np.int8) for k, v in ev.items()
+              if k in ("corrupt", "cut", "corrupt_score", "cut_score", "kl_prev")}
+        for k in ev:
+            ev[k][bad] = np.nan if ev[k].dtype.kind == "f" else -1
     moving = np.asarray(plan.moving, dtype=np.int64)
     for c in range(plan.n_chunks):
         if _STOP.is_set():
@@ -648,6 +672,14 @@ def events_pass(cfg: RunConfig, source, plan: Plan, store, chunks, *, backend=No
                     "options": opts.to_dict() if hasattr(opts, "to_dict") else None}, f)
     os.replace(tmp, marker)
     return 0
+
+
+def _read_or_none(source, i):
+    """A frame, or None when it cannot be read (its item already failed in the main pass)."""
+    try:
+        return source.read(i)
+    except Exception:  # noqa: BLE001 - recorded as the item's failure by the main pass
+        return None
 
 
 def _model_state(model) -> dict:

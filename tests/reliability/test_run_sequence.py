@@ -179,3 +179,27 @@ def test_corrupt_and_cut_columns_equal_the_library_and_find_the_damage(data_dir,
     assert sorted(np.flatnonzero(cols["corrupt"]) + 1) == [12, 40]
     assert sorted(np.flatnonzero(cols["cut"]) + 1) == [30]
     shutil.rmtree(folder)
+
+
+def test_an_unreadable_frame_fails_its_items_and_the_sequence_passes_go_on(cdnet, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "clip"
+    shutil.copytree(cdnet, folder)
+    names = sorted(p.name for p in folder.iterdir())
+    bad = folder / names[12]
+    bad.write_bytes(bad.read_bytes()[:300])  # a truncated JPEG
+    store = tmp_path / "s.zarr"
+    rc = main(["run", str(folder), "--out", str(store), "--background", "--corrupt", "--cuts", "--metrics",
+               "manhattan", "--backend", "numpy", "--no-progress", "--chunk", "8"])
+    assert rc == 1  # finished, some items failed
+    cols = ResultStore.open(store).read(["status", "moving_index", "reference_index", "corrupt", "cut",
+                                         "foreground_fraction"])
+    uses_bad = (cols["moving_index"] == 12) | (cols["reference_index"] == 12)
+    assert (cols["status"][uses_bad] == 2).all() and (cols["status"][~uses_bad] == 1).all()
+    at_bad = cols["moving_index"] == 12
+    assert cols["corrupt"][at_bad].tolist() == [-1] and cols["cut"][at_bad].tolist() == [-1]
+    assert np.isnan(cols["foreground_fraction"][at_bad]).all()
+    others = ~at_bad
+    assert set(cols["corrupt"][others].tolist()) <= {0, 1} and np.isfinite(cols["foreground_fraction"][others]).all()
+    assert (cols["foreground_fraction"][others][15:] > 0).any()  # the model went on after the bad frame
