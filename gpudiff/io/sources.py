@@ -578,14 +578,17 @@ class TiffSource(Source):
                 self._mode, self._plane = "series", plane
                 self._axes = "".join(a for a, _ in frame_axes)
                 self._axes_shape = tuple(s for _, s in frame_axes)
-                self._series_pages = list(series.pages)
                 dataoffset = series.dataoffset
                 if plane.bits != 8 * plane.dtype_in.itemsize or int(getattr(keyframe, "fillorder", 1)) != 1:
                     dataoffset = None  # packed or bit-reversed samples: let tifffile unpack each page
                 self._offset = None if dataoffset is None else int(dataoffset)
                 self._n = self._declared = n
-                if self._offset is None and len(self._series_pages) < n:
-                    self._series_pages += [None] * (n - len(self._series_pages))
+                if self._offset is None:
+                    # page objects only where frames are read page by page (contiguous data is read
+                    # by offset: making a million page objects at open would cost minutes)
+                    self._series_pages = list(series.pages)
+                    if len(self._series_pages) < n:
+                        self._series_pages += [None] * (n - len(self._series_pages))
         else:
             self._plane = _TiffPlane(first, self.path)
             self._n = n_pages + (1 if chain_cut else 0)
