@@ -797,9 +797,9 @@ def dedup(
                 i += 1
                 continue
             if k < 0:  # the first readable frame: kept, whatever its predecessor was
-                d = judge.decide(i, _host_frame(source, i), checksum=c)
+                d = judge.decide(i, source.read(i), checksum=c)
             else:
-                frame = _host_frame(source, i) if s.changed else None
+                frame = source.read(i) if s.changed else None
                 d = judge.decide(i, frame, score=s, checksum=c)
             if d.keep:
                 kept += 1
@@ -810,6 +810,3 @@ def dedup(
         t = t1
     return DedupResult.from_decisions(decisions)
 
-
-def _host_frame(source, i):
-    return source.read(i)

@@ -72,6 +72,18 @@ def _prepare_image(image, xp: ModuleType, dtype, name: str):
     return out
 
 
+def _prepare_pair(reference, moving, xp: ModuleType, dtype):
+    """Both images as grey ``dtype`` arrays of one shape (validated), or a one-line InputError."""
+    ref = _prepare_image(reference, xp, dtype, "reference")
+    mov = _prepare_image(moving, xp, dtype, "moving")
+    if ref.shape != mov.shape:
+        raise InputError(
+            f"reference {tuple(ref.shape)} and moving {tuple(mov.shape)} differ in shape: "
+            "crop or resize them to one shape first"
+        )
+    return ref, mov
+
+
 def _check_int(value, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ConfigError(f"{name}={value!r} must be an integer >= {minimum}")
@@ -282,13 +294,7 @@ def optical_flow_lk(
     if levels is not None:
         levels = _check_int(levels, "levels", 1)
     xp = get_namespace(reference, moving)
-    ref = _prepare_image(reference, xp, dt, "reference")
-    mov = _prepare_image(moving, xp, dt, "moving")
-    if ref.shape != mov.shape:
-        raise InputError(
-            f"reference {tuple(ref.shape)} and moving {tuple(mov.shape)} differ in shape: "
-            "crop or resize them to one shape first"
-        )
+    ref, mov = _prepare_pair(reference, moving, xp, dt)
     ndi = ndimage(xp)
     shapes = _pyramid_shapes(ref.shape, levels)
     ref_pyr = _pyramid(ref, shapes, ndi, xp)
@@ -507,13 +513,7 @@ def track_corners(
             f"min_eigenvalue={min_eigenvalue!r} must be >= 0, e.g. {_CV_MIN_EIG:.2g} (the default)"
         )
     xp = get_namespace(reference, moving, points)
-    ref = _prepare_image(reference, xp, dt, "reference")
-    mov = _prepare_image(moving, xp, dt, "moving")
-    if ref.shape != mov.shape:
-        raise InputError(
-            f"reference {tuple(ref.shape)} and moving {tuple(mov.shape)} differ in shape: "
-            "crop or resize them to one shape first"
-        )
+    ref, mov = _prepare_pair(reference, moving, xp, dt)
     ndi = ndimage(xp)
     if points is None:
         pts = _good_features(

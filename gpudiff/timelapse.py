@@ -47,10 +47,6 @@ def dedup_fields():
     ]
 
 
-DEDUP_FIELDS = ("reference_index", "moving_index", "keep", "repeat_of", "change", "change_threshold",
-                "noise_level", "checksum", "reason")
-
-
 @dataclass
 class DedupRunReport:
     frames: int = 0
@@ -98,28 +94,15 @@ def save_frame(frame: np.ndarray, path: Path) -> Path:
     return path
 
 
-def _keep_file(source, i: int, frame, kd: Path, link: bool) -> Path:
+def _keep_file(source, i: int, kd: Path, link: bool) -> Path:
     """Copy (or hard-link) a kept frame into the keep folder; a stack's frame becomes a file."""
     if getattr(source, "kind", "") == "folder":
         src = Path(source.label(i))
         dst = kd / src.name
         if dst.exists() and dst.stat().st_size == src.stat().st_size:
-            return dst
-        tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-        if link:
-            try:
-                if tmp.exists():
-                    tmp.unlink()
-                os.link(src, tmp)
-            except OSError:  # another filesystem: copy instead
-                shutil.copy2(src, tmp)
-        else:
-            shutil.copy2(src, tmp)
-        os.replace(tmp, dst)
-        return dst
-    if frame is None:
-        frame = source.read(i)
-    return save_frame(frame, kd / f"frame_{i:06d}")
+            return dst  # a resumed run copied it already
+        return _copy_into(src, kd, link)
+    return save_frame(source.read(i), kd / f"frame_{i:06d}")
 
 
 # ---- dedup over a source into a store -----------------------------------------------------------
@@ -204,13 +187,12 @@ def run_dedup(
         }
         status = np.array([FAILED if d.failed else DONE for d in decisions], np.uint8)
         errors = [d.reason if d.failed else "" for d in decisions]
-        assert m == len(status)
         store.write_chunk(c, cols, status, errors)
 
     def decided(d: Decision):
         report.decisions.append(d)
         if kd is not None and d.keep:
-            _keep_file(source, d.index, None, kd, link)
+            _keep_file(source, d.index, kd, link)
         if on_decision is not None:
             on_decision(d)
         if store is not None:
@@ -383,14 +365,18 @@ def watch(
         time.sleep(interval)
 
 
-def _copy_into(p: Path, kd: Path, link: bool) -> None:
+def _copy_into(p: Path, kd: Path, link: bool) -> Path:
+    """``p`` copied (or hard-linked) into ``kd`` under its own name, atomically (temp, then rename)."""
     dst = kd / p.name
     tmp = kd / f".{p.name}.tmp{os.getpid()}"
+    if tmp.exists():
+        tmp.unlink()  # left by a killed run of this process id
     if link:
         try:
             os.link(p, tmp)
-        except OSError:
+        except OSError:  # another filesystem: copy instead
             shutil.copy2(p, tmp)
     else:
         shutil.copy2(p, tmp)
     os.replace(tmp, dst)
+    return dst
