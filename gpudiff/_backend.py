@@ -20,6 +20,8 @@ __all__ = [
     "resolve_backend",
     "get_namespace",
     "is_cupy",
+    "is_emulated",
+    "is_device_array",
     "ndimage",
     "fft",
     "to_host",
@@ -28,7 +30,8 @@ __all__ = [
     "device_name",
 ]
 
-BACKENDS = ("auto", "numpy", "cupy")
+BACKENDS = ("auto", "numpy", "cupy", "emulated-gpu")
+EMULATED = "gpudiff._emulated"
 
 
 @functools.lru_cache(maxsize=1)
@@ -48,11 +51,18 @@ def cupy_available() -> bool:
     return _import_cupy() is not None
 
 
+def _emulated() -> ModuleType:
+    from . import _emulated as emu  # noqa: PLC0415
+
+    return emu
+
+
 def resolve_backend(name: str | None = None) -> ModuleType:
-    """Return the array module for ``name`` ('auto', 'numpy' or 'cupy').
+    """Return the array module for ``name`` ('auto', 'numpy', 'cupy' or 'emulated-gpu').
 
     ``None`` reads ``GPUDIFF_BACKEND`` and falls back to 'auto', which takes the GPU when CuPy finds
-    a device and NumPy otherwise.
+    a device and NumPy otherwise. 'emulated-gpu' is the CuPy code path on the CPU
+    (:mod:`gpudiff._emulated`): never chosen by 'auto'.
     """
     if name is None:
         name = os.environ.get("GPUDIFF_BACKEND", "auto") or "auto"
@@ -61,6 +71,8 @@ def resolve_backend(name: str | None = None) -> ModuleType:
         raise ConfigError(f"unknown backend {name!r}: use one of {', '.join(BACKENDS)}")
     if name == "numpy":
         return np
+    if name == "emulated-gpu":
+        return _emulated()
     cp = _import_cupy()
     if cp is not None:
         return cp
@@ -73,12 +85,25 @@ def resolve_backend(name: str | None = None) -> ModuleType:
 
 
 def is_cupy(xp: ModuleType) -> bool:
-    return xp is not np and getattr(xp, "__name__", "") == "cupy"
+    """True for CuPy and for the emulated GPU: the namespaces that take the GPU code path."""
+    return xp is not np and getattr(xp, "__name__", "") in ("cupy", EMULATED)
+
+
+def is_emulated(xp: ModuleType) -> bool:
+    return getattr(xp, "__name__", "") == EMULATED
+
+
+def is_device_array(a) -> bool:
+    """True for a CuPy array or an emulated-GPU array (memory the host must not read directly)."""
+    t = type(a)
+    return t.__module__.startswith("cupy") or getattr(t, "__gpudiff_emulated__", False)
 
 
 def get_namespace(*arrays) -> ModuleType:
-    """numpy or cupy, from the arrays given (NumPy when none is a CuPy array)."""
+    """numpy, cupy or the emulated GPU, from the arrays given (NumPy when none is on a device)."""
     for a in arrays:
+        if getattr(type(a), "__gpudiff_emulated__", False):
+            return _emulated()
         if type(a).__module__.startswith("cupy"):
             cp = _import_cupy()
             if cp is None:  # pragma: no cover - a cupy array without cupy cannot exist
@@ -89,6 +114,8 @@ def get_namespace(*arrays) -> ModuleType:
 
 def ndimage(xp: ModuleType) -> ModuleType:
     """scipy.ndimage or cupyx.scipy.ndimage."""
+    if is_emulated(xp):
+        return xp.scipy_ndimage()
     if is_cupy(xp):
         import cupyx.scipy.ndimage as ndi  # noqa: PLC0415
 
@@ -100,6 +127,8 @@ def ndimage(xp: ModuleType) -> ModuleType:
 
 def fft(xp: ModuleType) -> ModuleType:
     """scipy.fft or cupyx.scipy.fft (both take ``workers=`` where it matters)."""
+    if is_emulated(xp):
+        return xp.scipy_fft()
     if is_cupy(xp):
         import cupyx.scipy.fft as f  # noqa: PLC0415
 
@@ -116,7 +145,7 @@ def fft_kwargs(xp: ModuleType) -> dict:
 
 def to_host(a):
     """A NumPy array (or Python scalar) from a NumPy/CuPy array or scalar."""
-    if hasattr(a, "get") and type(a).__module__.startswith("cupy"):
+    if hasattr(a, "get") and is_device_array(a):
         return a.get()  # sync
     return a
 
@@ -139,7 +168,10 @@ def to_device(a, xp: ModuleType):
         return a if isinstance(a, np.ndarray) else np.asarray(to_host(a))
     if not isinstance(a, np.ndarray):
         return xp.asarray(a)
-    import cupyx  # noqa: PLC0415
+    if is_emulated(xp):
+        cupyx = xp.cupyx
+    else:
+        import cupyx  # noqa: PLC0415
 
     staging = cupyx.empty_pinned(a.shape, dtype=a.dtype)
     staging[...] = a
@@ -161,6 +193,8 @@ def device_stream(xp: ModuleType):
 
 
 def backend_name(xp: ModuleType) -> str:
+    if is_emulated(xp):
+        return "emulated-gpu"
     return "cupy" if is_cupy(xp) else "numpy"
 
 

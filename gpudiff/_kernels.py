@@ -36,8 +36,8 @@ _PACKAGE_DIR = Path(__file__).resolve().parent / "kernels"
 _SOURCE_DIR = Path(__file__).resolve().parent.parent / "kernels"
 
 _lock = threading.Lock()
-_modules: dict[tuple[int, str], object] = {}
-_functions: dict[tuple[int, str, str], object] = {}
+_modules: dict[tuple[str, int, str], object] = {}
+_functions: dict[tuple[str, int, str, str], object] = {}
 
 
 def kernel_dirs() -> list[Path]:
@@ -71,18 +71,24 @@ def kernel_source(family: str) -> str:
     return _source_path(family).read_text(encoding="utf-8")
 
 
-def _cupy():
+def _cupy(xp=None):
+    """The device namespace: ``xp`` when given (CuPy or the emulated GPU), else CuPy."""
+    if xp is not None:
+        return xp
     from . import _backend  # noqa: PLC0415
 
     return _backend.resolve_backend("cupy")  # raises BackendUnavailable without CuPy / device
 
 
-def get_module(family: str, *, device_id: int | None = None):
-    """The compiled ``cupy.RawModule`` of a family on a device (default: the current one)."""
-    cp = _cupy()
+def get_module(family: str, *, device_id: int | None = None, xp=None):
+    """The compiled ``RawModule`` of a family on a device (default: the current one).
+
+    ``xp``: the device namespace (default CuPy); the emulated GPU compiles for the CPU emulator.
+    """
+    cp = _cupy(xp)
     if device_id is None:
         device_id = cp.cuda.Device().id
-    key = (int(device_id), family)
+    key = (cp.__name__, int(device_id), family)
     with _lock:
         module = _modules.get(key)
         if module is None:
@@ -94,16 +100,16 @@ def get_module(family: str, *, device_id: int | None = None):
     return module
 
 
-def get_function(family: str, name: str, *, device_id: int | None = None):
-    """The ``cupy.RawKernel`` named ``name`` (an ``extern "C"`` kernel) of a family."""
-    cp = _cupy()
+def get_function(family: str, name: str, *, device_id: int | None = None, xp=None):
+    """The ``RawKernel`` named ``name`` (an ``extern "C"`` kernel) of a family."""
+    cp = _cupy(xp)
     if device_id is None:
         device_id = cp.cuda.Device().id
-    key = (int(device_id), family, name)
+    key = (cp.__name__, int(device_id), family, name)
     fn = _functions.get(key)
     if fn is not None:
         return fn
-    module = get_module(family, device_id=device_id)
+    module = get_module(family, device_id=device_id, xp=cp)
     with _lock, cp.cuda.Device(device_id):
         fn = _functions.get(key)
         if fn is None:

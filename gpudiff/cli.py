@@ -66,9 +66,10 @@ def add_compare_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--metrics", default=None, metavar="A,B,...",
                    help=f"compute only these: {','.join(ALL_METRICS)} (or histogram distances "
                    f"{','.join(HISTOGRAM_DISTANCES)})")
-    g.add_argument("--backend", choices=("auto", "numpy", "cupy"),
+    g.add_argument("--backend", choices=("auto", "numpy", "cupy", "emulated-gpu"),
                    default=os.environ.get("GPUDIFF_BACKEND", "auto") or "auto",
-                   help="auto takes the GPU when CuPy finds one (env GPUDIFF_BACKEND)")
+                   help="auto takes the GPU when CuPy finds one (env GPUDIFF_BACKEND); emulated-gpu runs the "
+                   "GPU code path on the CPU under a CUDA emulator, to check a GPU job without one (slow)")
     g.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help="refuse images that declare more pixels (decompression bombs); default 2^30")
     g.add_argument("--page", type=_positive_int, default=0,
@@ -282,7 +283,7 @@ def add_dedup_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--blur", type=float, default=d.blur, metavar="SIGMA", help="Gaussian blur before comparing")
     g.add_argument("--keep-repeats", action="store_true",
                    help="keep a frame identical to an earlier kept frame (dropped by default)")
-    g.add_argument("--backend", choices=("auto", "numpy", "cupy"),
+    g.add_argument("--backend", choices=("auto", "numpy", "cupy", "emulated-gpu"),
                    default=os.environ.get("GPUDIFF_BACKEND", "auto") or "auto")
     g.add_argument("--keep-dir", default=None, metavar="DIR",
                    help="copy kept frames here (stack/video frames as PNG/TIFF files); originals never touched")
@@ -442,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "pipeline on it (local Dask, local Zarr store, NumPy without a GPU).")
     p.add_argument("--out", default="gpudiff-demo", help="folder for the sample data and the result store")
     p.add_argument("--pair", action="store_true", help="show one pairwise comparison instead of a batch")
-    p.add_argument("--backend", choices=("auto", "numpy", "cupy"),
+    p.add_argument("--backend", choices=("auto", "numpy", "cupy", "emulated-gpu"),
                    default=os.environ.get("GPUDIFF_BACKEND", "auto") or "auto")
     p.set_defaults(func=_cmd_demo)
     from .report import register_cli as _register_report  # noqa: PLC0415 - cheap: plots load on use

@@ -98,7 +98,9 @@ class DedupOptions:
         Gaussian sigma (pixels) applied to both frames first; 0 for none.
     drop_repeats : bool
         Also drop a frame identical (bit for bit) to any earlier kept frame.
-    backend : {'auto', 'numpy', 'cupy'}
+    backend : {'auto', 'numpy', 'cupy', 'emulated-gpu'}
+        'emulated-gpu': the CuPy code path on the CPU (a CUDA emulator), to check a GPU job on a
+        machine without a GPU; slow.
     """
 
     rule: str = "pixels"

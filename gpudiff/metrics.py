@@ -272,10 +272,9 @@ def _check_known_histogram(hist_a, C: int, bins: int, hist_range) -> np.ndarray:
 def _check_namespace(a, b):
     names = []
     for name, x in (("a", a), ("b", b)):
-        mod = type(x).__module__
         if isinstance(x, np.ndarray):
             names.append("numpy")
-        elif mod.startswith("cupy") and hasattr(x, "shape") and hasattr(x, "dtype"):
+        elif _backend.is_device_array(x) and hasattr(x, "shape") and hasattr(x, "dtype"):
             names.append("cupy")
         else:
             raise InputError(
@@ -1119,7 +1118,7 @@ def _pair_sums_cuda(xp, a, b, C, tolerance, center, bins, hist_range):
     name, shared_bytes = _cuda_kernel_name(a.dtype, C, npix * C, nbins)
     index_t = np.int32 if name.endswith("_i32") else np.int64
     device_id = int(a.device.id)
-    kernel = _kernels.get_function("pair_stats", name, device_id=device_id)
+    kernel = _kernels.get_function("pair_stats", name, device_id=device_id, xp=xp)
 
     with xp.cuda.Device(device_id):
         # One buffer: 7*C sums (uint64, or float64 bits), max bits (C), l0 (C), l0_any (1),

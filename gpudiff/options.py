@@ -36,7 +36,7 @@ _CHOICES = {
     "color": ("gray", "luma", "rgb"),
     "normalize": ("none", "minmax", "zscore", "histogram"),
     "edges": ("none", "sobel", "prewitt"),
-    "backend": ("auto", "numpy", "cupy"),
+    "backend": ("auto", "numpy", "cupy", "emulated-gpu"),
 }
 
 # Metrics that other metrics are derived from: asking for 'rmse' computes 'mse' as well, etc.
@@ -84,7 +84,9 @@ class CompareOptions:
         Histogram bins over the value range.
     metrics : tuple of str or None
         The metrics to compute (None: all).
-    backend : {'auto', 'numpy', 'cupy'}
+    backend : {'auto', 'numpy', 'cupy', 'emulated-gpu'}
+        'emulated-gpu': the CuPy code path on the CPU (a CUDA emulator), to check a GPU job on a
+        machine without a GPU; slow.
     max_pixels : int
         Pixel budget per image, checked before decoding.
     page : int

@@ -940,7 +940,7 @@ def _reopen(path, mode):
 def _host(values):
     """A CuPy array comes to the host; anything else passes."""
     get = getattr(values, "get", None)
-    if get is not None and type(values).__module__.startswith("cupy"):
+    if get is not None and _backend.is_device_array(values):
         return get()  # sync
     return values
 
