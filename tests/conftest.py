@@ -1,4 +1,10 @@
-"""Shared fixtures: the backends to run each test body on, and the real data beside the checkout."""
+"""Shared fixtures: the backends to run each test body on, and the real data beside the checkout.
+
+The "cupy" case of every ``xp``-parametrised test (marker ``gpu``) runs on the real CuPy where a
+device is, and on the emulated GPU (``gpudiff._emulated``: the CuPy code path with NumPy memory,
+kernels under the CPU CUDA emulator) everywhere else, so CI executes the GPU branches. Tests that
+need the real hardware (timing, pinned memory behaviour) carry ``device_only`` and skip without it.
+"""
 
 from __future__ import annotations
 
@@ -21,16 +27,35 @@ def _backends():
     return out
 
 
+def _device_backend() -> str:
+    """The backend name of the GPU code path here: 'cupy' on a device, else 'emulated-gpu'."""
+    if os.environ.get("GPUDIFF_TEST_DEVICE") == "emulated":
+        return "emulated-gpu"
+    return "cupy" if cupy_available() else "emulated-gpu"
+
+
 @pytest.fixture(params=_backends())
 def xp(request):
-    """numpy, or cupy where a device is (the cupy case skips elsewhere)."""
+    """numpy, or the GPU namespace: CuPy on a device, the emulated GPU elsewhere."""
     if request.param == "numpy":
         return np
-    if not cupy_available():
-        pytest.skip("no CUDA device / CuPy")
-    import cupy
+    from gpudiff._backend import resolve_backend
 
-    return cupy
+    return resolve_backend(_device_backend())
+
+
+@pytest.fixture(scope="session")
+def gpu_backend() -> str:
+    """The ``--backend`` value of the GPU code path: 'cupy' on a device, 'emulated-gpu' elsewhere."""
+    return _device_backend()
+
+
+@pytest.fixture(scope="session")
+def cp(gpu_backend):
+    """The GPU namespace (cupy, or gpudiff._emulated) for tests of the GPU path."""
+    from gpudiff._backend import resolve_backend
+
+    return resolve_backend(gpu_backend)
 
 
 @pytest.fixture(scope="session")
@@ -46,9 +71,9 @@ def data_dir() -> Path:
 def pytest_collection_modifyitems(config, items):
     if cupy_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA device and CuPy")
+    skip = pytest.mark.skip(reason="needs real GPU hardware (device_only); the GPU code path runs on the emulated GPU")
     for item in items:
-        if "gpu" in item.keywords:
+        if "device_only" in item.keywords:
             item.add_marker(skip)
 
 

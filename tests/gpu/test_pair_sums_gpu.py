@@ -1,5 +1,8 @@
 """The CUDA fused pass (kernels/pair_stats.cu) against the reference implementation on NumPy.
 
+On a GPU through CuPy; elsewhere on the emulated GPU, where the same .cu runs under the CPU CUDA
+emulator with the same host-side launch code (gpudiff.metrics._pair_sums_cuda).
+
 Every kernel of the family is exercised: each dtype, 32- and 64-bit indexing, the single-channel
 (c1) and the general kernels, shared-memory and global-memory histograms. Integer images must
 agree bit for bit; float images to rounding (the GPU adds block totals in any order).
@@ -11,11 +14,12 @@ import numpy as np
 import pytest
 
 from gpudiff import _kernels, metrics
+from gpudiff._backend import cupy_available, resolve_backend
 from gpudiff.metrics import pair_sums
 
 pytestmark = pytest.mark.gpu
 
-cp = pytest.importorskip("cupy")
+cp = resolve_backend("cupy" if cupy_available() else "emulated-gpu")
 
 DTYPES = [np.uint8, np.uint16, np.float32, np.float64]
 SUM_FIELDS = ("l1", "sse", "max_abs", "sa", "sb", "saa", "sbb", "sab")
@@ -158,7 +162,14 @@ def test_tiles_add_up_on_the_gpu(dtype):
         for r0, r1 in ((0, 1), (1, 100), (100, 211))
         for c0, c1 in ((0, 64), (64, 65), (65, 190))
     ]
-    assert_same_sums(whole, sum(tiles), exact=np.dtype(dtype).kind == "u")
+    total = sum(tiles)
+    # Integer tiles: the raw sums are exact, but each tile's centred NCC sums (sa..sab, centred on
+    # the host in float64) round once per tile, so their total may differ from the whole in the
+    # last bit; the norms and counts stay exact.
+    assert_same_sums(whole, total, exact=False, rtol=1e-14)
+    if np.dtype(dtype).kind == "u":
+        for f in ("l1", "sse", "max_abs", "l0", "hist_a", "hist_b"):
+            np.testing.assert_array_equal(getattr(whole, f), getattr(total, f), err_msg=f)
 
 
 def test_camera_against_opencv_on_the_gpu(data_dir):
@@ -193,10 +204,10 @@ def test_nan_is_not_counted_on_the_gpu():
 
 def test_kernels_are_memoized_per_device():
     name, _ = metrics._cuda_kernel_name(np.uint8, 1, 100, 256)
-    assert _kernels.get_function("pair_stats", name) is _kernels.get_function("pair_stats", name)
+    assert _kernels.get_function("pair_stats", name, xp=cp) is _kernels.get_function("pair_stats", name, xp=cp)
     dev = cp.cuda.Device().id
-    same = _kernels.get_function("pair_stats", name, device_id=dev)
-    assert same is _kernels.get_function("pair_stats", name)
+    same = _kernels.get_function("pair_stats", name, device_id=dev, xp=cp)
+    assert same is _kernels.get_function("pair_stats", name, xp=cp)
 
 
 def test_numba_name_is_refused_for_cupy_arrays():

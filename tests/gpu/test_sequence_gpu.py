@@ -1,5 +1,5 @@
-"""GPU paths of the sequence features (run only where CuPy sees a device): the same numbers as on
-the CPU, through the real command line."""
+"""GPU paths of the sequence features (on CuPy where a device is, else on the emulated GPU): the
+same numbers as on the CPU, through the real command line."""
 
 from __future__ import annotations
 
@@ -21,21 +21,21 @@ def clip(tmp_path, data_dir):
     return out
 
 
-def test_run_sequence_features_on_the_gpu_equal_the_cpu(tmp_path, clip):
-    pytest.importorskip("cupy")
+def test_run_sequence_features_on_the_gpu_equal_the_cpu(tmp_path, clip, gpu_backend):
     from gpudiff.cli import main
     from gpudiff.store import ResultStore
 
     stores = {}
-    for backend in ("numpy", "cupy"):
+    for backend in ("numpy", gpu_backend):
         out = tmp_path / f"{backend}.zarr"
         assert main(["run", str(clip), "--out", str(out), "--backend", backend, "--flow", "--background",
                      "--bg-align", "--corrupt", "--cuts", "--save-maps", "foreground", "--metrics", "manhattan",
                      "--no-progress", "--chunk", "8"]) == 0
         stores[backend] = ResultStore.open(str(out))
-    cpu, gpu = (stores[b].read() for b in ("numpy", "cupy"))
+    cpu, gpu = (stores[b].read() for b in ("numpy", gpu_backend))
+    assert stores[gpu_backend].attrs["backend"] == gpu_backend  # the store says which path made it
     # the background model is elementwise float32: the masks are bit for bit the same
-    np.testing.assert_array_equal(stores["cupy"]._arrays["maps/foreground"][:],
+    np.testing.assert_array_equal(stores[gpu_backend]._arrays["maps/foreground"][:],
                                   stores["numpy"]._arrays["maps/foreground"][:])
     np.testing.assert_array_equal(gpu["foreground_fraction"], cpu["foreground_fraction"])
     np.testing.assert_array_equal(gpu["corrupt"], cpu["corrupt"])
@@ -45,8 +45,7 @@ def test_run_sequence_features_on_the_gpu_equal_the_cpu(tmp_path, clip):
     np.testing.assert_allclose(gpu["flow_p95"], cpu["flow_p95"], rtol=1e-3, atol=1e-3)
 
 
-def test_dedup_on_the_gpu_equals_the_cpu(data_dir):
-    pytest.importorskip("cupy")
+def test_dedup_on_the_gpu_equals_the_cpu(data_dir, gpu_backend):
     from gpudiff.dedup import DedupOptions, dedup
     from gpudiff.io.sources import open_source
 
@@ -64,6 +63,6 @@ def test_dedup_on_the_gpu_equals_the_cpu(data_dir):
 
     for rule in ("pixels", "blocks"):
         cpu = dedup(First60(), options=DedupOptions(rule=rule, backend="numpy"))
-        gpu = dedup(First60(), options=DedupOptions(rule=rule, backend="cupy"))
+        gpu = dedup(First60(), options=DedupOptions(rule=rule, backend=gpu_backend))
         assert gpu.keep.tolist() == cpu.keep.tolist()
         np.testing.assert_allclose(gpu.statistic, cpu.statistic, rtol=1e-6, atol=1e-9)

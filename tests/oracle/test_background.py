@@ -126,8 +126,7 @@ def test_cdnet_tiled_equals_whole(cdnet, xp):
 
 
 @pytest.mark.gpu
-def test_cupy_matches_numpy_bitwise(cdnet):
-    cp = pytest.importorskip("cupy")
+def test_cupy_matches_numpy_bitwise(cdnet, cp):
     frames = cdnet[0][:20]
     options = BackgroundOptions(init_frames=5, align=True, upsample_factor=4, color="channels")
     shifts = [estimate_shift(frames[0], f, options=options) for f in frames]

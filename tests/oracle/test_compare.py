@@ -207,16 +207,11 @@ def test_tolerance_counts_only_larger_differences(camera_pair):
 
 
 @pytest.mark.gpu
-def test_numbers_identical_on_both_backends(camera_pair):
-    cupy = pytest.importorskip("cupy")
-    from gpudiff._backend import cupy_available
-
-    if not cupy_available():
-        pytest.skip("no CUDA device")
+def test_numbers_identical_on_both_backends(camera_pair, cp, gpu_backend):
     a, b = camera_pair
     for kw in [{}, {"align": True, "upsample": 10}, {"blur": 1.0, "edges": "sobel"}, {"normalize": "zscore"}]:
         rn = gpudiff.compare(a, b, backend="numpy", **kw).to_dict()
-        rc = gpudiff.compare(cupy.asarray(a), cupy.asarray(b), backend="cupy", **kw).to_dict()
+        rc = gpudiff.compare(cp.asarray(a), cp.asarray(b), backend=gpu_backend, **kw).to_dict()
         for k, v in rn.items():
             if isinstance(v, float):
                 assert rc[k] == pytest.approx(v, rel=1e-5, abs=1e-6), (kw, k)
