@@ -68,6 +68,36 @@ def data_dir() -> Path:
     return DATA
 
 
+@pytest.fixture
+def force_kernel_flavour(monkeypatch):
+    """Make pair_sums launch a pair_stats kernel the size rules would not pick, to test every one.
+
+    ``force_kernel_flavour("i64-general-global-hist")``: any of ``i64`` (64-bit index), ``general``
+    (the multi-channel kernel for one channel), ``global-hist`` (histograms in global memory, no
+    shared memory) in one string. The names follow ``metrics._cuda_kernel_name``.
+    """
+    from gpudiff import metrics
+
+    def force(flavour: str) -> None:
+        real = metrics._cuda_kernel_name
+
+        def patched(dtype, C, n_samples, bins):
+            name, shared = real(dtype, C, n_samples, bins)
+            if "i64" in flavour:
+                name = name.replace("_i32", "_i64")
+            if "general" in flavour:
+                name = name.replace("_c1_", "_")
+            if "global-hist" in flavour:
+                if "global_hist" not in name:
+                    name = name.replace("pair_stats_", "pair_stats_global_hist_", 1)
+                shared = 0
+            return name, shared
+
+        monkeypatch.setattr(metrics, "_cuda_kernel_name", patched)
+
+    return force
+
+
 def pytest_collection_modifyitems(config, items):
     if cupy_available():
         return

@@ -115,35 +115,14 @@ def test_shared_memory_limit(channels, extra):
     check(a.astype(np.float32) / 65535, b.astype(np.float32) / 65535, bins=bins, hist_range=(0, 1))
 
 
-def _forcing(monkeypatch, rename):
-    original = metrics._cuda_kernel_name
-
-    def patched(dtype, C, n_samples, bins):
-        name, shared = original(dtype, C, n_samples, bins)
-        return rename(name, shared)
-
-    monkeypatch.setattr(metrics, "_cuda_kernel_name", patched)
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "variant", ["i64", "general-for-c1", "global-hist", "global-hist-i64-general"]
 )  # fmt: skip
-def test_every_kernel_variant(monkeypatch, dtype, variant):
+def test_every_kernel_variant(force_kernel_flavour, dtype, variant):
     """Small inputs through the kernels the size rules would not pick (64-bit index etc.)."""
 
-    def rename(name, shared):
-        if "i64" in variant:
-            name = name.replace("_i32", "_i64")
-        if "general" in variant:
-            name = name.replace("_c1_", "_")
-        if "global-hist" in variant:
-            if "global_hist" not in name:
-                name = name.replace("pair_stats_", "pair_stats_global_hist_", 1)
-            shared = 0
-        return name, shared
-
-    _forcing(monkeypatch, rename)
+    force_kernel_flavour(variant)
     rng = np.random.default_rng(3)
     for shape in [(123, 77), (123, 77, 3)]:
         a, b = random_pair(rng, shape, dtype)

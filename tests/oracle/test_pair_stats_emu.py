@@ -40,24 +40,6 @@ def images(data_dir):
     return {"camera": camera, "astronaut": astronaut, "coffee": coffee, "calcium": calcium}
 
 
-def _force(monkeypatch, flavour):
-    real = metrics._cuda_kernel_name
-
-    def patched(dtype, C, n_samples, bins):
-        name, shared = real(dtype, C, n_samples, bins)
-        if "i64" in flavour:
-            name = name.replace("_i32", "_i64")
-        if "general" in flavour:
-            name = name.replace("_c1_", "_")
-        if "global-hist" in flavour:
-            if "global_hist" not in name:
-                name = name.replace("pair_stats_", "pair_stats_global_hist_", 1)
-            shared = 0
-        return name, shared
-
-    monkeypatch.setattr(metrics, "_cuda_kernel_name", patched)
-
-
 def _same(a, b, *, exact, **kw):
     want = pair_sums(a, b, impl="reference", **kw)
     got = pair_sums(emu.asarray(a), emu.asarray(b), impl="cuda", **kw)
@@ -76,8 +58,8 @@ def _same(a, b, *, exact, **kw):
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
-def test_real_images_every_dtype_and_flavour(monkeypatch, images, flavour):
-    _force(monkeypatch, flavour)
+def test_real_images_every_dtype_and_flavour(force_kernel_flavour, images, flavour):
+    force_kernel_flavour(flavour)
     cam = images["camera"][:201, :333]  # sizes that are not multiples of the block
     ast = images["astronaut"][:150, :257]
     rgba = images["coffee"][:99, :131]
