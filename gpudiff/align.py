@@ -18,10 +18,22 @@ import numpy as np
 from ._backend import fft, fft_kwargs, get_namespace, to_host
 from .errors import ConfigError, InputError
 
-__all__ = ["Alignment", "phase_cross_correlation", "register_overlap"]
+__all__ = ["AUTO_SIGNIFICANCE", "Alignment", "alignment_problem", "phase_cross_correlation", "register_overlap"]
 
 #: Guard of the cross-power normalisation |F G*| (float32 eps times 100, as scikit-image uses).
 _PHASE_EPS = 100 * float(np.finfo(np.float32).eps)
+
+#: Default floor of ``Alignment.significance`` for phase correlation (``--min-confidence auto``).
+#: Measured 2026-12-06 (tests/oracle/test_align_confidence.py re-measures it) on real images from
+#: ../shared/data: 136 registrable pairs (crops of 18 scikit-image photographs shifted by 3 to 141 px,
+#: with and without sigma-10 noise; consecutive cdnet and trackpy frames; rubberwhale, basketball,
+#: Suzanne, aloe and motorcycle stereo; the scikit-image registration pairs) gave significance
+#: 6.6 to 321 (5th percentile 11.7); 69 unregistrable pairs (leuven's illumination change, graf's
+#: homography, box / box_in_scene, 66 pairs of unrelated photographs) gave 1.5 to 4.6. The floor
+#: sits at the geometric middle of that gap. It is a guard, not a proof: unrelated images with large
+#: flat areas (sky, a white or black surround) can pass; of 120 unrelated full-size photograph pairs
+#: 5 did (4 of them at shift (0, 0), which is harmless), of 120 crops of 160 px 6 did.
+AUTO_SIGNIFICANCE = 5.5
 #: A shift closer than this to a whole number is treated as that whole number.
 _INTEGER_SNAP = 1e-6
 
@@ -53,12 +65,19 @@ class Alignment:
     upsample_factor : int
         The precision of ``shift`` is ``1 / upsample_factor`` pixel (1: integer shift; the masked
         method is always 1).
+    significance : float
+        ``method='phase'``: the confidence in units of its expected value for unrelated images,
+        ``confidence * sqrt(H * W) / 3``: about 1-3 for images that do not match, whatever their
+        size, and above :data:`AUTO_SIGNIFICANCE` (5.5) for real matches (the measured
+        distributions are under that constant). NaN for ``masked_ncc`` (its best correlation over
+        many overlaps has no such scale: unrelated images reach r = 0.77 on small overlaps).
     """
 
     shift: tuple[float, float]
     confidence: float
     method: str = "phase"
     upsample_factor: int = 1
+    significance: float = math.nan
 
     @property
     def is_integer(self) -> bool:
@@ -72,7 +91,33 @@ class Alignment:
             "confidence": float(self.confidence),
             "method": self.method,
             "upsample_factor": int(self.upsample_factor),
+            "significance": float(self.significance),
         }
+
+
+def alignment_problem(alignment: Alignment, shape, *, min_confidence="auto", max_shift: float = 0.25) -> str | None:
+    """Why ``alignment`` is not to be trusted, or None when it is plausible.
+
+    ``min_confidence``: ``'auto'`` (phase correlation: ``significance >= AUTO_SIGNIFICANCE``;
+    masked NCC: no floor) or a number in [0, 1] that ``confidence`` must reach. ``max_shift``: the
+    largest plausible ``|dy|``, ``|dx|``, as a fraction of the height / width when below 1, else in
+    pixels. ``shape`` is the (H, W) the shift was estimated on.
+    """
+    H, W = int(shape[0]), int(shape[1])
+    dy, dx = (float(v) for v in alignment.shift)
+    if min_confidence == "auto":
+        z = alignment.significance
+        if alignment.method == "phase" and not (z >= AUTO_SIGNIFICANCE):
+            return (
+                f"confidence {alignment.confidence:.3g} is what unrelated images give at {H}x{W} "
+                f"(significance {z:.2g} < {AUTO_SIGNIFICANCE:g})"
+            )
+    elif not (alignment.confidence >= float(min_confidence)):
+        return f"confidence {alignment.confidence:.3g} < --min-confidence {float(min_confidence):g}"
+    lim_y, lim_x = (max_shift * H, max_shift * W) if max_shift < 1 else (max_shift, max_shift)
+    if abs(dy) > lim_y or abs(dx) > lim_x:
+        return f"shift ({dy:g}, {dx:g}) px is past --max-shift {max_shift:g} ({lim_y:g}, {lim_x:g} px)"
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -252,7 +297,7 @@ def phase_cross_correlation(
 
 def _phase(xp, reference, moving, upsample_factor: int) -> Alignment:
     H, W = reference.shape
-    none = Alignment((0.0, 0.0), 0.0, "phase", upsample_factor)
+    none = Alignment((0.0, 0.0), 0.0, "phase", upsample_factor, 0.0)
 
     # Range of both images in one transfer: constant images (incl. 1x1) have nothing to match,
     # and NaN/inf propagate into min/max, so this also finds non-finite input.
@@ -303,7 +348,8 @@ def _phase(xp, reference, moving, upsample_factor: int) -> Alignment:
         dy = 0.0
     if W == 1:
         dx = 0.0
-    return Alignment((dy + 0.0, dx + 0.0), confidence, "phase", upsample_factor)
+    significance = confidence * math.sqrt(H * W) / 3.0
+    return Alignment((dy + 0.0, dx + 0.0), confidence, "phase", upsample_factor, significance)
 
 
 def _dft_kernel(n: int, positions: np.ndarray, half: bool) -> np.ndarray:

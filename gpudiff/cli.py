@@ -58,6 +58,15 @@ def add_compare_options(p: argparse.ArgumentParser) -> None:
                    help="with --align: subpixel shift to 1/N pixel")
     g.add_argument("--mask-zeros", action="store_true",
                    help="with --align: zero pixels are invalid (masked normalised cross-correlation)")
+    g.add_argument("--min-confidence", default=d.min_confidence, metavar="auto|C",
+                   help="with --align: distrust a shift below this confidence (0-1); auto (default): phase "
+                   "correlation must stand 5.5x above what unrelated images of that size give")
+    g.add_argument("--max-shift", type=float, default=d.max_shift, metavar="F|PX",
+                   help=f"with --align: distrust a larger shift per axis, a fraction of the frame below 1, "
+                   f"else pixels (default {d.max_shift:g})")
+    g.add_argument("--on-bad-align", choices=("unaligned", "fail"), default=d.on_bad_align,
+                   help="with --align, a distrusted shift: compare unaligned with a warning (default), "
+                   "or fail the pair")
     g.add_argument("--tolerance", type=float, default=d.tolerance,
                    help="zero norm counts pixels with |difference| > TOLERANCE (default 0)")
     g.add_argument("--data-range", type=float, default=None, metavar="R",
@@ -117,6 +126,9 @@ def options_from_args(args: argparse.Namespace) -> CompareOptions:
         align=args.align,
         upsample=args.upsample,
         mask_zeros=args.mask_zeros,
+        min_confidence=args.min_confidence,
+        max_shift=args.max_shift,
+        on_bad_align=args.on_bad_align,
         tolerance=args.tolerance,
         data_range=args.data_range,
         bins=args.bins,
@@ -136,6 +148,9 @@ def _cmd_compare(args) -> int:
         from .diffmap import write_heatmap  # noqa: PLC0415
 
         write_heatmap(args.diff_map, result.diff_map)
+    if result.align_ok is False:
+        print(f"gpudiff compare: warning: alignment not trusted, compared unaligned: {result.align_warning} "
+              "(--on-bad-align fail makes it an error; --min-confidence 0 trusts any shift)", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_dict(), allow_nan=False))
     else:
@@ -173,11 +188,15 @@ def _cmd_run(args) -> int:
     if args.log_json:
         print(json.dumps({"event": "summary", "items": items, "done": report.done, "failed": report.failed,
                           "pending": report.pending, "elapsed_s": round(report.elapsed_s, 3),
-                          "exit_code": report.exit_code, "store": args.out}), file=sys.stderr)
+                          "exit_code": report.exit_code, "store": args.out,
+                          "findings": _run_findings(args.out, raw=True)}), file=sys.stderr)
     else:
         print(f"gpudiff run: {items} items: {report.done} done, {report.failed} failed, {report.pending} "
               f"pending ({report.chunks_run} chunks run, {report.chunks_skipped} already done) in "
               f"{report.elapsed_s:.1f} s; store {args.out}", file=sys.stderr)
+        found = _run_findings(args.out)
+        if found:
+            print(f"gpudiff run: found {found}", file=sys.stderr)
         for item, err in report.failures[:5]:
             print(f"  item {item} failed: {err}", file=sys.stderr)
         if len(report.failures) > 5:
@@ -185,6 +204,17 @@ def _cmd_run(args) -> int:
         if report.pending:
             print("gpudiff run: interrupted; run the same command again to resume", file=sys.stderr)
     return report.exit_code
+
+
+def _run_findings(out, raw: bool = False):
+    """The store's findings as one line (or the dict, ``raw``); empty when the store cannot say."""
+    from .store import ResultStore  # noqa: PLC0415
+
+    try:
+        found = ResultStore.open(out).findings()
+    except Exception:  # noqa: BLE001 - a summary line must never turn a finished run into a failure
+        found = {}
+    return found if raw else format_findings(found)
 
 
 def _background_options(args) -> dict | None:
@@ -210,6 +240,22 @@ def _cmd_status(args) -> int:
     return EXIT_OK
 
 
+def format_findings(f: dict) -> str:
+    """One line of what a run found: flagged frames, distrusted alignments, foreground, motion."""
+    parts = []
+    for key, word in (("corrupt", "corrupt frames"), ("cut", "cuts"), ("unaligned", "pairs compared unaligned "
+                                                                      "(alignment not trusted)")):
+        if key in f:
+            parts.append(f"{f[key]} {word}")
+    if "foreground_fraction" in f:
+        g = f["foreground_fraction"]
+        parts.append(f"foreground {100 * g['mean']:.2g} % of the frame on average (max {100 * g['max']:.2g} %)")
+    if "flow_mean" in f:
+        g = f["flow_mean"]
+        parts.append(f"motion {g['mean']:.2g} px on average (max {g['max']:.2g} px)")
+    return "; ".join(parts)
+
+
 def _format_status(path, s: dict) -> str:
     lines = [f"{path}: {s.get('n_items', '?')} items: {s.get('done', 0)} done, {s.get('failed', 0)} failed, "
              f"{s.get('pending', 0)} pending"]
@@ -220,6 +266,9 @@ def _format_status(path, s: dict) -> str:
     if isinstance(src, dict):
         count = f" ({src['count']} files)" if src.get("count") is not None else ""
         lines.append(f"  source: {src.get('kind', '?')} {src.get('spec', '?')}{count}")
+    found = format_findings(s.get("findings") or {})
+    if found:
+        lines.append(f"  found: {found}")
     for f in s.get("failures", [])[:20]:
         if isinstance(f, dict):
             lines.append(f"  item {f.get('item')} failed: {f.get('error')}")

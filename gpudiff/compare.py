@@ -48,6 +48,13 @@ class Comparison:
     histogram: dict | None = None
     shift: tuple[float, float] | None = None
     confidence: float | None = None
+    #: With ``align``: confidence over what unrelated images of this size give (see ``Alignment``).
+    significance: float | None = None
+    #: With ``align``: False when the estimated shift was not trusted (``alignment_problem``):
+    #: then ``shift`` is (0, 0), the pair was compared unaligned, and ``align_warning`` says why
+    #: and holds the rejected estimate.
+    align_ok: bool | None = None
+    align_warning: str | None = None
     pixels: int = 0
     backend: str = "numpy"
     data_range: float | None = None
@@ -76,6 +83,9 @@ class Comparison:
             "histogram": dict(self.histogram) if self.histogram is not None else None,
             "shift": list(self.shift) if self.shift is not None else None,
             "confidence": self.confidence,
+            "significance": self.significance,
+            "align_ok": self.align_ok,
+            "align_warning": self.align_warning,
             "pixels": self.pixels,
             "backend": self.backend,
             "data_range": self.data_range,
@@ -106,9 +116,12 @@ class Comparison:
             lines.append(
                 "Histogram: " + ", ".join(f"{k} {_g(h[k])}" for k in HISTOGRAM_DISTANCES if k in h)
             )
-        if self.shift is not None:
+        if self.align_ok is False:
+            lines.append(f"Alignment REJECTED, compared unaligned: {self.align_warning}")
+        elif self.shift is not None:
             lines.append(
-                f"Shift (dy, dx): {_g(self.shift[0])}, {_g(self.shift[1])} (confidence {_g(self.confidence)})"
+                f"Shift (dy, dx): {_g(self.shift[0])}, {_g(self.shift[1])} (confidence {_g(self.confidence)}, "
+                f"significance {_g(self.significance)})"
             )
         if self.channels:
             for i, c in enumerate(self.channels):
@@ -245,11 +258,12 @@ def _compare_arrays(
 
     alignment = None
     window = None
+    rejected: list[str] = []  # why the estimated shift was not applied
 
     def register(a, b):
         nonlocal alignment
         nonlocal window
-        from .align import overlap_window, phase_cross_correlation, register_overlap  # noqa: PLC0415
+        from .align import alignment_problem, overlap_window, phase_cross_correlation, register_overlap  # noqa: PLC0415
 
         ga = a if a.ndim == 2 else a.mean(axis=-1, dtype=xp.float32)
         gb = b if b.ndim == 2 else b.mean(axis=-1, dtype=xp.float32)
@@ -257,6 +271,19 @@ def _compare_arrays(
         if options.mask_zeros:
             masks = {"reference_mask": ga != 0, "moving_mask": gb != 0}
         alignment = phase_cross_correlation(ga, gb, upsample_factor=options.upsample, **masks)
+        problem = alignment_problem(
+            alignment, ga.shape, min_confidence=options.min_confidence, max_shift=options.max_shift
+        )
+        if problem is not None:
+            dy, dx = alignment.shift
+            why = f"{problem}; the estimate was ({dy:g}, {dx:g})"
+            if options.on_bad_align == "fail":
+                raise InputError(
+                    f"{names[0]} vs {names[1]}: alignment not trusted: {why}. Compare without --align, "
+                    "or set --min-confidence / --max-shift, or --on-bad-align unaligned"
+                )
+            rejected.append(why)
+            return a, b, "align rejected"
         window = overlap_window(a.shape, b.shape, alignment.shift)
         a, b = register_overlap(a, b, alignment.shift)
         dy, dx = alignment.shift
@@ -265,10 +292,13 @@ def _compare_arrays(
     prepared = prepare_pair(ref, mov, options, names=names, register=register if options.align else None)
     a, b = prepared.reference, prepared.moving
     steps = list(prepared.steps)
-    shift = confidence = None
+    shift = confidence = significance = align_ok = align_warning = None
     if alignment is not None:
-        shift = tuple(float(s) for s in alignment.shift)
+        align_ok = not rejected
+        shift = tuple(float(s) for s in alignment.shift) if align_ok else (0.0, 0.0)
         confidence = float(alignment.confidence)
+        significance = None if math.isnan(alignment.significance) else float(alignment.significance)
+        align_warning = rejected[0] if rejected else None
 
     lo, hi = prepared.value_range
     want_hist = options.wants("histogram")
@@ -309,6 +339,9 @@ def _compare_arrays(
         result.diff_map = _backend.to_host(absolute_difference(a, b))  # sync
     result.shift = shift
     result.confidence = confidence
+    result.significance = significance
+    result.align_ok = align_ok
+    result.align_warning = align_warning
     result.window = window if window is not None else (0, a.shape[0], 0, a.shape[1])
     result.backend = _backend.backend_name(xp)
     result.steps = tuple(steps)

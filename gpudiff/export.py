@@ -1,7 +1,9 @@
 """Tables from a result store: one row per item, as CSV or Parquet.
 
 Columns, in order: ``item``, ``reference``, ``moving`` (frame indices for sequences, paths for
-manifests), ``id`` (manifests), ``status`` (``pending``/``done``/``failed``), ``error``, then one
+manifests), ``reference_name``, ``moving_name`` (sequences: the frames' files, or labels such as
+``stack.tif[page 3]``), ``reference_time``, ``moving_time`` (videos: seconds from the first frame),
+``id`` (manifests), ``status`` (``pending``/``done``/``failed``), ``error``, then one
 column per metric array of the store in its order, then ``shift_dy``, ``shift_dx`` when aligned.
 A missing value (a metric not computed, an item pending or failed) is an empty CSV field and a
 Parquet null. Floats are written with ``repr``, so they read back exactly.
@@ -25,7 +27,8 @@ __all__ = ["export_rows", "export_csv", "export_parquet", "export_columns"]
 
 # Items read at a time: bounded memory whatever the archive size.
 _BATCH_ITEMS = 1 << 16
-_LABELS = ("reference_index", "moving_index", "reference_path", "moving_path", "id")
+_LABELS = ("reference_index", "moving_index", "reference_path", "moving_path", "id", "reference_name",
+           "moving_name", "reference_time", "moving_time")
 _AXIS_LABELS = {"shift": ("dy", "dx")}
 
 
@@ -38,6 +41,12 @@ def _plan(store: ResultStore):
             cols.append((side, "str", f"{side}_path", None))
         elif f"{side}_index" in names:
             cols.append((side, "int", f"{side}_index", None))
+    for name in ("reference_name", "moving_name"):  # sequences: the frames' file names / labels
+        if name in names:
+            cols.append((name, "str", name, None))
+    for name in ("reference_time", "moving_time"):  # videos: seconds from the first frame
+        if name in names:
+            cols.append((name, "float", name, None))
     if "id" in names:
         cols.append(("id", "str", "id", None))
     cols += [("status", "status", "status", None), ("error", "str", "error", None)]

@@ -7,6 +7,7 @@ so a run records exactly how it was computed.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
@@ -37,6 +38,7 @@ _CHOICES = {
     "normalize": ("none", "minmax", "zscore", "histogram"),
     "edges": ("none", "sobel", "prewitt"),
     "backend": ("auto", "numpy", "cupy", "emulated-gpu"),
+    "on_bad_align": ("unaligned", "fail"),
 }
 
 # Metrics that other metrics are derived from: asking for 'rmse' computes 'mse' as well, etc.
@@ -76,6 +78,18 @@ class CompareOptions:
         Subpixel refinement of the shift to 1/upsample pixel (1 = integer shift).
     mask_zeros : bool
         Treat zero pixels as invalid in alignment (masked normalised cross-correlation).
+    min_confidence : 'auto' or float
+        With ``align``: the floor below which an estimated shift is not trusted. ``'auto'``: phase
+        correlation's ``significance`` (its confidence over what unrelated images of that size
+        give) must reach ``align.AUTO_SIGNIFICANCE`` (5.5, measured on real pairs); masked NCC
+        has no automatic floor. A number in [0, 1]: the ``confidence`` itself must reach it
+        (0 trusts every shift).
+    max_shift : float
+        With ``align``: the largest plausible shift per axis, as a fraction of the height/width
+        when below 1 (default 0.25), else in pixels.
+    on_bad_align : {'unaligned', 'fail'}
+        An untrusted alignment: compare the pair unaligned, with a warning and ``align_ok``
+        False, or fail the pair (in a batch: the item is recorded as failed).
     tolerance : float
         The zero norm counts pixels with |difference| > tolerance.
     data_range : float or None
@@ -102,6 +116,9 @@ class CompareOptions:
     align: bool = False
     upsample: int = 1
     mask_zeros: bool = False
+    min_confidence: float | str = "auto"
+    max_shift: float = 0.25
+    on_bad_align: str = "unaligned"
     tolerance: float = 0.0
     data_range: float | None = None
     bins: int = 256
@@ -140,6 +157,19 @@ class CompareOptions:
             raise ConfigError(f"--max-pixels {self.max_pixels} must be a whole number >= 1")
         if int(self.page) != self.page or self.page < 0:
             raise ConfigError(f"--page {self.page} must be a whole number >= 0")
+        if self.min_confidence != "auto":
+            try:
+                value = float(self.min_confidence)
+            except (TypeError, ValueError):
+                value = math.nan
+            if not (0.0 <= value <= 1.0):
+                raise ConfigError(f"--min-confidence {self.min_confidence!r} must be 'auto' or a number from 0 to 1")
+            object.__setattr__(self, "min_confidence", value)
+        if not (float(self.max_shift) > 0):
+            raise ConfigError(
+                f"--max-shift {self.max_shift} must be > 0: a fraction of the frame (below 1) or pixels"
+            )
+        object.__setattr__(self, "max_shift", float(self.max_shift))
         if (self.upsample > 1 or self.mask_zeros) and not self.align:
             raise ConfigError("--upsample and --mask-zeros refine alignment: add --align")
 

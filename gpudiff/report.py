@@ -904,6 +904,15 @@ def _caption_values(run: _Run, items, columns: list) -> dict:
     return out
 
 
+def _unaligned_items(run: _Run) -> np.ndarray:
+    """Done items whose alignment was not trusted (``align_ok == 0``); empty without the column."""
+    if "align_ok" not in _field_names(run.store):
+        return np.zeros(0, dtype=np.int64)
+    ok = np.asarray(_read1(run.store, "align_ok"), dtype=np.float64)
+    status = np.asarray(_read1(run.store, "status"))
+    return np.flatnonzero((ok == 0) & (status == DONE))
+
+
 def _pair_rows(run: _Run, items: np.ndarray, digests: dict, source) -> list[_Pair]:
     store = run.store
     names = _field_names(store)
@@ -923,11 +932,14 @@ def _pair_rows(run: _Run, items: np.ndarray, digests: dict, source) -> list[_Pai
         mov_labels = [f"{m} (id {i})" if i else m for m, i in zip(mov_labels, ids)]
     f = names.get("shift")
     shifts = _values_at(store, "shift", items) if f is not None and f.shape == (2,) else [None] * len(items)
+    aligned_ok = _values_at(store, "align_ok", items) if "align_ok" in names else [None] * len(items)
     has_map = "maps/diff" in names
     rows = []
     for k, i in enumerate(items):
         vals = [(c, values[c][k]) for c in caption_cols]
         p = _Pair(int(i), ref_labels[k], mov_labels[k], vals)
+        if aligned_ok[k] is not None and float(aligned_ok[k]) == 0:
+            p.notes.append("alignment not trusted: compared unaligned")
         stored = None
         if has_map:
             try:
@@ -1405,6 +1417,13 @@ def build_report(store_path, *, html=None, png_dir=None, top: int = DEFAULT_TOP,
         )
     if src_note:
         notices.append(src_note)
+    unaligned = _unaligned_items(run)
+    if len(unaligned):
+        shown = ", ".join(str(int(i)) for i in unaligned[:20]) + (", ..." if len(unaligned) > 20 else "")
+        notices.append(
+            f"{len(unaligned)} of {s['done']} done items were compared unaligned: their estimated shift was not "
+            f"trusted (column align_ok = 0; low confidence or past --max-shift). Items: {shown}."
+        )
     if run.buckets.decimated:
         notices.append(
             f"{s['n_items']} items: each timeline shows {len(run.buckets.x)} buckets of up to {run.buckets.size} "

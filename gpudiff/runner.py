@@ -288,7 +288,7 @@ def _fields(options: CompareOptions, cfg: RunConfig, source):
         raise ConfigError(f"--save-maps needs frames of one shape; {cfg.source} has mixed shapes")
     if "diff" in cfg.save_maps:
         maps["diff"] = tuple(shape[:2])
-    out = result_fields(options, manifest=source.pairs() is not None, maps=maps)
+    out = result_fields(options, manifest=source.pairs() is not None, maps=maps) + _label_fields(source)
     if cfg.flow:
         out += [Field("flow_mean", "float64"), Field("flow_p95", "float64")]
         if "flow" in cfg.save_maps:
@@ -305,9 +305,41 @@ def _fields(options: CompareOptions, cfg: RunConfig, source):
     return out
 
 
-def _initial_columns(source, plan: Plan) -> dict:
-    """Columns known before any comparison: frame indices, and paths/ids for manifests."""
+def _label_fields(source) -> list[Field]:
+    """Sequences: each item's frame names (file path, ``stack.tif[page 3]``, ``clip.mp4[frame 9]``)
+    and, where the source has them, times (seconds from the first frame)."""
+    from .store import Field  # noqa: PLC0415
+
+    if source.pairs() is not None:
+        return []  # a manifest's items carry reference_path / moving_path / id
+    out = [Field("reference_name", "str"), Field("moving_name", "str")]
+    if source.frame_times() is not None:
+        out += [Field("reference_time", "float64"), Field("moving_time", "float64")]
+    return out
+
+
+def _coordinates(fields) -> str:
+    """The CF ``coordinates`` attribute: xarray.open_zarr makes these item coordinates."""
+    labels = ("reference_index", "moving_index", "reference_name", "moving_name", "reference_time", "moving_time",
+              "reference_path", "moving_path", "id")
+    have = {f.name for f in fields}
+    return " ".join(n for n in labels if n in have)
+
+
+def _initial_columns(source, plan: Plan, fields=()) -> dict:
+    """Columns known before any comparison: frame indices, names (and times) for sequences,
+    paths/ids for manifests."""
     cols = {"reference_index": plan.reference, "moving_index": plan.moving}
+    have = {f.name for f in fields}
+    if "reference_name" in have:
+        frames = np.unique(np.concatenate([plan.reference, plan.moving]))
+        names = {int(i): source.label(int(i)) for i in frames}
+        cols["reference_name"] = np.array([names[int(i)] for i in plan.reference], dtype=object)
+        cols["moving_name"] = np.array([names[int(i)] for i in plan.moving], dtype=object)
+    if "reference_time" in have:
+        times = source.frame_times()
+        cols["reference_time"] = times[np.asarray(plan.reference, dtype=np.int64)]
+        cols["moving_time"] = times[np.asarray(plan.moving, dtype=np.int64)]
     if source.pairs() is not None:
         cols["reference_path"] = np.array([source.label(int(i)) for i in plan.reference], dtype=object)
         cols["moving_path"] = np.array([source.label(int(i)) for i in plan.moving], dtype=object)
@@ -410,6 +442,7 @@ def run(cfg: RunConfig, options: CompareOptions, *, stream=None) -> RunReport:
     fields = _fields(options, cfg, source)
     xp = _backend.resolve_backend(options.backend)
     attrs = {
+        "coordinates": _coordinates(fields),
         "options": options.to_dict(),
         "pairs": cfg.pairs if source.pairs() is None else "manifest",
         "source": source.fingerprint(),
@@ -428,7 +461,7 @@ def run(cfg: RunConfig, options: CompareOptions, *, stream=None) -> RunReport:
     config = _run_config_key(options, cfg, source, plan, fields)
     store = ResultStore.create_or_open(cfg.out, n_items=plan.n_items, chunk=plan.chunk, fields=fields,
                                        attrs=attrs, config=config, overwrite=cfg.overwrite,
-                                       initial=_initial_columns(source, plan))
+                                       initial=_initial_columns(source, plan, fields))
     shard = cfg.shard or shard_from_env()
     mine = plan.shard_chunks(shard)
     pending = store.pending_chunks(mine)

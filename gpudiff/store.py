@@ -105,6 +105,8 @@ METRIC_COLUMNS = (
     "hist_intersection",
     "hist_correlation",
     "confidence",
+    "significance",
+    "align_ok",
     "pixels",
 )
 
@@ -254,7 +256,7 @@ def metric_columns(options=None) -> list[str]:
     if options.wants("histogram"):
         wanted |= {c for c in METRIC_COLUMNS if c.startswith("hist_")}
     if options.align:
-        wanted.add("confidence")
+        wanted |= {"confidence", "significance", "align_ok"}  # align_ok: 1 trusted, 0 compared unaligned
     wanted.add("pixels")
     return [c for c in METRIC_COLUMNS if c in wanted]
 
@@ -890,7 +892,31 @@ class ResultStore:
             "backend": self.attrs.get("backend"),
             "device": self.attrs.get("device"),
             "source": self.attrs.get("source"),
+            "findings": self.findings(status),
         }
+
+    def findings(self, status=None) -> dict:
+        """What the sequence passes and the alignment found, over the done items, for summaries:
+        ``corrupt``/``cut`` (frames flagged), ``unaligned`` (alignment not trusted), and the mean /
+        max of ``foreground_fraction`` and ``flow_mean`` (px). Only the columns the store has."""
+        status = self.read(["status"])["status"] if status is None else status
+        done = status == DONE
+        out: dict = {}
+        names = set(self.names)
+        for name, key in (("corrupt", "corrupt"), ("cut", "cut")):
+            if name in names:
+                v = np.asarray(self.read([name])[name])
+                out[key] = int(np.count_nonzero(v[done] == 1))
+        if "align_ok" in names:
+            v = np.asarray(self.read(["align_ok"])["align_ok"], dtype=np.float64)
+            out["unaligned"] = int(np.count_nonzero(v[done] == 0))
+        for name in ("foreground_fraction", "flow_mean"):
+            if name in names:
+                v = np.asarray(self.read([name])[name], dtype=np.float64)[done]
+                v = v[np.isfinite(v)]
+                if v.size:
+                    out[name] = {"mean": float(v.mean()), "max": float(v.max()), "items": int(v.size)}
+        return out
 
     def _last_write(self) -> str | None:
         latest = None

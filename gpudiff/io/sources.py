@@ -193,6 +193,11 @@ class Source:
         """Explicit (reference, moving) frame-index pairs (a manifest); None for sequences."""
         return None
 
+    def frame_times(self) -> np.ndarray | None:
+        """Seconds from the first frame, one per frame (float64; NaN where unknown), for sources
+        whose frames have a time (videos); None for the others."""
+        return None
+
     def pair_ids(self) -> list[str] | None:
         """The manifest's ``id`` column, one per pair; None without one (and for sequences)."""
         return None
@@ -1229,6 +1234,18 @@ class VideoSource(Source):
                     finally:
                         container.close()
                     self._index_dropped = False
+
+    def frame_times(self):
+        self._ensure_index()
+        out = np.full(self._n, np.nan)
+        if self._mode == "pts" and self._pts is not None and len(self._pts) and self._time_base:
+            n = min(len(self._pts), self._n)
+            out[:n] = (self._pts[:n] - self._pts[0]) * float(self._time_base)
+        elif self._rate:
+            out[:] = np.arange(self._n) / float(self._rate)  # one frame per slot of the declared rate
+        else:
+            return None
+        return out
 
     def _close(self):
         if self._pool_cv is None:

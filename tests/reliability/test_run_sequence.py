@@ -148,7 +148,7 @@ def test_sequence_flags_need_a_sequence(tmp_path, cdnet, capsys):
     assert "needs --flow" in capsys.readouterr().err
 
 
-def test_corrupt_and_cut_columns_equal_the_library_and_find_the_damage(data_dir, tmp_path):
+def test_corrupt_and_cut_columns_equal_the_library_and_find_the_damage(data_dir, tmp_path, capsys):
     import shutil
 
     from gpudiff.corrupt import detect_sequence
@@ -178,7 +178,31 @@ def test_corrupt_and_cut_columns_equal_the_library_and_find_the_damage(data_dir,
     np.testing.assert_array_equal(cols["kl_prev"], want["kl_prev"][1:])
     assert sorted(np.flatnonzero(cols["corrupt"]) + 1) == [12, 40]
     assert sorted(np.flatnonzero(cols["cut"]) + 1) == [30]
+    # the run's last lines and gpudiff status say what was found
+    assert "gpudiff run: found 2 corrupt frames; 1 cuts" in capsys.readouterr().err
+    assert main(["status", str(store)]) == 0
+    assert "found: 2 corrupt frames; 1 cuts" in capsys.readouterr().out
     shutil.rmtree(folder)
+
+
+def test_summaries_report_foreground_and_motion_as_the_columns_say(cdnet, tmp_path, capsys):
+    import json
+
+    store = tmp_path / "s.zarr"
+    assert main(["run", str(cdnet), "--out", str(store), "--background", "--flow", "--metrics", "manhattan",
+                 "--no-progress", "--log-json"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    found = [e for e in events if e.get("event") == "summary"][-1]["findings"]
+    cols = ResultStore.open(store).read(["foreground_fraction", "flow_mean", "status"])
+    for name in ("foreground_fraction", "flow_mean"):
+        v = cols[name][(cols["status"] == 1) & np.isfinite(cols[name])]
+        assert found[name]["mean"] == pytest.approx(v.mean(), rel=1e-12)
+        assert found[name]["max"] == v.max() and found[name]["items"] == v.size
+    assert "corrupt" not in found  # only what was asked for
+    assert main(["status", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert f"foreground {100 * found['foreground_fraction']['mean']:.2g} % of the frame on average" in out
+    assert f"motion {found['flow_mean']['mean']:.2g} px on average" in out
 
 
 def test_an_unreadable_frame_fails_its_items_and_the_sequence_passes_go_on(cdnet, tmp_path, capsys):

@@ -274,7 +274,7 @@ def test_constant_images(xp, shape, values, upsample):
     a = xp.full(shape, values[0], dtype=xp.float32)
     b = xp.full(shape, values[1], dtype=xp.float32)
     got = _quiet(phase_cross_correlation, a, b, upsample_factor=upsample)
-    assert got == Alignment((0.0, 0.0), 0.0, "phase", upsample)
+    assert got == Alignment((0.0, 0.0), 0.0, "phase", upsample, 0.0)  # nothing to match: significance 0
     masked = _quiet(phase_cross_correlation, a, b, reference_mask=xp.ones(shape, bool))
     assert masked == Alignment((0.0, 0.0), 0.0, "masked_ncc", 1)
 
