@@ -9,6 +9,7 @@ items, and exits with 75 so a scheduler job can requeue.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -161,13 +162,12 @@ def process_chunk(source, c: int, start: int, refs, movs, options: CompareOption
             raise v
         return v
 
-    import contextlib  # noqa: PLC0415
-
     from .metrics import serial_kernels  # noqa: PLC0415
 
     # On the CPU the parallelism is Dask's (a chunk per thread): each task runs the fused pass on
     # its own thread, with no lock and no second pool of threads competing for the cores.
     cpu_serial = serial_kernels() if not _backend.is_cupy(xp) else contextlib.nullcontext()
+    ticker = _Ticker(c)
     with _backend.device_stream(xp), cpu_serial:  # a stream per task: tasks on other threads overlap
         for k, (r, m) in enumerate(zip(refs.tolist(), movs.tolist())):
             if stop.is_set():
@@ -211,6 +211,7 @@ def process_chunk(source, c: int, start: int, refs, movs, options: CompareOption
                 res.failed += 1
             if errors[k]:
                 res.failures.append((int(start + k), errors[k]))
+            ticker.item(status[k] == 1)
             for i in (r, m):  # drop frames no later item of this chunk uses
                 if last_use.get(i) == k:
                     cache.pop(i, None)
@@ -367,55 +368,167 @@ def _run_config_key(options: CompareOptions, cfg: RunConfig, source, plan: Plan,
 
 
 class _Progress:
-    """A bar on a terminal; plain periodic lines (or JSON lines) in logs."""
+    """Progress of a run, stage by stage (``compare`` items, then the ``corrupt/cuts`` and
+    ``background`` passes' frames): a bar on a terminal, plain lines (or JSON lines) in logs.
+
+    Counts arrive per item from inside the tasks (:class:`_Ticker`), and chunk results reconcile
+    them; a timer thread writes a log line every ``every_s`` seconds whatever the chunk length
+    (and redraws the bar twice a second), so a slow first chunk is never a silent one.
+    """
 
     def __init__(self, total_items: int, total_chunks: int, *, log_json: bool, bar: bool | None,
                  every_s: float, stream=None):
         self.stream = stream or sys.stderr
-        self.total_items = total_items
         self.total_chunks = total_chunks
-        self.items = self.failed = self.chunks = 0
-        self.t0 = time.monotonic()
-        self.last = 0.0
         self.log_json = log_json
         self.bar = (self.stream.isatty() if bar is None else bar) and not log_json
         self.every_s = every_s
         self.lock = threading.Lock()
+        self.ticked: dict[int, list[int]] = {}  # chunk -> [items, failed] reported by its task so far
+        self.chunks = 0
+        self._stage("compare", total_items, "items")
+        self._closed = threading.Event()
+        self._timer = threading.Thread(target=self._tick_loop, name="gpudiff-progress", daemon=True)
+        self._timer.start()
+
+    def _stage(self, name: str, total: int, unit: str) -> None:
+        self.stage_name, self.total_items, self.unit = name, int(total), unit
+        self.items = self.failed = 0
+        self.t0 = time.monotonic()
+        self.last = self.t0
+        self.emitted = -1  # the count of the last line written (log mode: no repeats of a still count)
+
+    def stage(self, name: str, total: int, unit: str = "frames") -> None:
+        """Start the next stage (its own count, rate and ETA); the previous one gets a last line."""
+        with self.lock:
+            self._emit(time.monotonic(), final=True)
+            if self.bar:
+                print(file=self.stream)
+            self._stage(name, total, unit)
+            self._emit(self.t0)
+
+    def tick(self, chunk: int, done: int, failed: int) -> None:
+        """Items a task has finished (reported from inside it, before its chunk is written)."""
+        with self.lock:
+            t = self.ticked.setdefault(chunk, [0, 0])
+            t[0] += done + failed
+            t[1] += failed
+            self.items += done + failed
+            self.failed += failed
+
+    def advance(self, n: int = 1, failed: int = 0) -> None:
+        """Frames a sequence pass has finished."""
+        with self.lock:
+            self.items += n
+            self.failed += failed
 
     def update(self, r: ChunkResult) -> None:
+        """A chunk finished (written) or was abandoned: its counts replace what its task ticked."""
         with self.lock:
+            t_items, t_failed = self.ticked.pop(r.chunk, (0, 0))
+            self.items -= t_items
+            self.failed -= t_failed
             if not r.abandoned:
                 self.chunks += 1
                 self.items += r.done + r.failed
                 self.failed += r.failed
-            now = time.monotonic()
-            if self.bar or now - self.last >= self.every_s or self.chunks == self.total_chunks:
-                self.last = now
-                self._emit(now)
+            if self.chunks == self.total_chunks:
+                self._emit(time.monotonic())
+
+    def _tick_loop(self) -> None:
+        period = 0.5 if self.bar else max(0.05, min(self.every_s, 1.0))
+        while not self._closed.wait(period):
+            with self.lock:
+                now = time.monotonic()
+                if self.bar or now - self.last >= self.every_s:
+                    self._emit(now)
 
     def _emit(self, now, final=False):
+        if not self.bar and self.items == self.emitted and (final and not self.log_json or
+                                                            not final and now - self.last < 6 * self.every_s):
+            return  # nothing moved: no repeated line (but one at least every minute or so)
+        self.last = now
+        self.emitted = self.items
         el = max(now - self.t0, 1e-9)
         rate = self.items / el
         left = self.total_items - self.items
         eta = left / rate if rate > 0 else float("nan")
+        where = "" if self.stage_name == "compare" else f"{self.stage_name}: "
         if self.log_json:
-            print(json.dumps({"event": "final" if final else "progress", "items": self.items,
-                              "total": self.total_items, "failed": self.failed,
-                              "items_per_s": round(rate, 3), "eta_s": None if math.isnan(eta) else round(eta, 1),
+            print(json.dumps({"event": "stage_done" if final else "progress", "stage": self.stage_name,
+                              "items": self.items, "total": self.total_items, "unit": self.unit,
+                              "failed": self.failed, "items_per_s": round(rate, 3),
+                              "eta_s": None if math.isnan(eta) else round(eta, 1),
                               "elapsed_s": round(el, 1)}), file=self.stream, flush=True)
         elif self.bar:
             frac = self.items / self.total_items if self.total_items else 1.0
             filled = int(30 * frac)
-            print(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.items}/{self.total_items} items, "
+            print(f"\r{where}[{'#' * filled}{'.' * (30 - filled)}] {self.items}/{self.total_items} {self.unit}, "
                   f"{rate:.1f}/s, ETA {_fmt_s(eta)}, {self.failed} failed ", end="", file=self.stream,
                   flush=True)
         else:
-            print(f"gpudiff run: {self.items}/{self.total_items} items, {rate:.1f} items/s, "
+            print(f"gpudiff run: {where}{self.items}/{self.total_items} {self.unit}, {rate:.1f} {self.unit}/s, "
                   f"ETA {_fmt_s(eta)}, {self.failed} failed", file=self.stream, flush=True)
 
     def close(self):
+        self._closed.set()
+        self._timer.join()
+        with self.lock:
+            self._emit(time.monotonic(), final=True)
         if self.bar:
             print(file=self.stream)
+
+
+#: The run's progress in this process (threads/sync schedulers), or None; see :class:`_Ticker`.
+_TICK = None
+_TICK_TOPIC = "gpudiff-progress"
+
+
+class _Ticker:
+    """Reports a task's finished items: straight to the run's progress in this process, or, on a
+    Dask distributed worker, as worker events (topic ``gpudiff-progress``, batched to one per
+    0.25 s) that the client subscribes to."""
+
+    def __init__(self, chunk: int):
+        self.chunk = chunk
+        self.done = self.failed = 0
+        self.sent = (0, 0)
+        self.last = time.monotonic()
+        self.every = 0.0
+        self.sink = None
+        progress = _TICK
+        if progress is not None:
+            self.sink = progress.tick
+        else:
+            try:
+                from distributed import get_worker  # noqa: PLC0415
+
+                worker = get_worker()
+            except Exception:  # noqa: BLE001 - not on a distributed worker: nobody to tell
+                return
+            self.every = 0.25
+
+            def send(c, d, f, _w=worker):
+                _w.log_event(_TICK_TOPIC, {"chunk": c, "done": d, "failed": f})
+
+            self.sink = send
+
+    def item(self, ok: bool) -> None:
+        if ok:
+            self.done += 1
+        else:
+            self.failed += 1
+        if self.sink is None:
+            return
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            d, f = self.done - self.sent[0], self.failed - self.sent[1]
+            self.sent = (self.done, self.failed)
+            try:
+                self.sink(self.chunk, d, f)
+            except Exception:  # noqa: BLE001 - progress must never fail an item
+                self.sink = None
 
 
 def _fmt_s(s: float) -> str:
@@ -471,19 +584,26 @@ def run(cfg: RunConfig, options: CompareOptions, *, stream=None) -> RunReport:
                          stream=stream)
     _STOP.clear()
     old = _install_stop_handlers() if cfg.background else None
+    global _TICK
+    _TICK = progress
     try:
         results = _execute(cfg, source, plan, pending, options, progress)
-        progress.close()
+        _TICK = None
         bg_pending = 0
         if cfg.events and not _STOP.is_set():
-            bg_pending += events_pass(cfg, source, plan, store, mine, backend=options.backend)
+            progress.stage("corrupt/cuts", len(source))
+            bg_pending += events_pass(cfg, source, plan, store, mine, backend=options.backend, progress=progress)
         elif cfg.events:
             bg_pending += 1
         if cfg.background and not _STOP.is_set():
-            bg_pending += background_pass(cfg, source, plan, store, mine, backend=options.backend)
+            progress.stage("background", plan.n_items + 1)
+            bg_pending += background_pass(cfg, source, plan, store, mine, backend=options.backend,
+                                          progress=progress)
         elif cfg.background:
             bg_pending += 1
     finally:
+        _TICK = None
+        progress.close()
         if old is not None:
             _restore_handlers(old)
     for r in results:
@@ -516,7 +636,7 @@ def _bg_state_path(out: str) -> str:
     return os.path.join(out, "background_state.pkl")
 
 
-def background_pass(cfg: RunConfig, source, plan: Plan, store, chunks, *, backend=None) -> int:
+def background_pass(cfg: RunConfig, source, plan: Plan, store, chunks, *, backend=None, progress=None) -> int:
     """Run the background model over the sequence in store-chunk order, each chunk's frames as one
     Dask task per spatial tile (each tile carries its own model), writing ``foreground_fraction``
     (and ``maps/foreground``) of each item's moving frame.
@@ -547,6 +667,8 @@ def background_pass(cfg: RunConfig, source, plan: Plan, store, chunks, *, backen
     start = int(state["next_chunk"])
     if start >= plan.n_chunks:
         return 0
+    if progress is not None and start:
+        progress.advance(int(plan.chunk_slice(start).start) + 1)  # done by an earlier run
     shape = source.frame_shape
     if not shape:
         raise ConfigError(f"--background needs frames of one shape; {cfg.source} has mixed shapes")
@@ -606,6 +728,8 @@ def background_pass(cfg: RunConfig, source, plan: Plan, store, chunks, *, backen
             pickle.dump({"next_chunk": c + 1, "models": [_model_state(m) for m in models],
                          "reference": _backend.to_host(reference), "options": opts.to_dict()}, f)
         os.replace(tmp, state_path)
+        if progress is not None:
+            progress.advance(len(idx), failed=int(missing.sum()))
     return 0
 
 
@@ -613,7 +737,7 @@ def background_pass(cfg: RunConfig, source, plan: Plan, store, chunks, *, backen
 # corrupted frames and cuts: features in parallel, then one decision over the whole sequence
 
 
-def _event_features(source, t0: int, t1: int, n: int, opts, backend):
+def _event_features(source, t0: int, t1: int, n: int, opts, backend, advance=None):
     """Frame features of frames [t0, t1) and the pair features each needs: (t-1, t) and (t-1, t+1)."""
     from .corrupt import frame_features, pair_features  # noqa: PLC0415
 
@@ -650,10 +774,12 @@ def _event_features(source, t0: int, t1: int, n: int, opts, backend):
                     if 1 <= t <= n - 2 else None)
         for k in [k for k in cache if k < t - 1]:
             del cache[k]
+        if advance is not None:
+            advance(1)
     return ff, cons, skip, sorted(set(unreadable))
 
 
-def events_pass(cfg: RunConfig, source, plan: Plan, store, chunks, *, backend=None) -> int:
+def events_pass(cfg: RunConfig, source, plan: Plan, store, chunks, *, backend=None, progress=None) -> int:
     """Flag corrupted frames and cuts: per-frame histograms and per-pair block maps (consecutive
     and skip-one pairs) computed as Dask tasks over blocks of frames, then the decision of
     :func:`gpudiff.corrupt.detect_events` over the whole sequence; written as the columns of each
@@ -671,10 +797,13 @@ def events_pass(cfg: RunConfig, source, plan: Plan, store, chunks, *, backend=No
     opts = EventOptions(**(cfg.event_options or {}))
     marker = os.path.join(cfg.out, "events_done.json")
     if os.path.exists(marker):
+        if progress is not None:
+            progress.advance(len(source))  # done by an earlier run
         return 0
     n = len(source)
     step = max(1, -(-n // max(1, 4 * (cfg.workers or os.cpu_count() or 1))))
-    tasks = [dask.delayed(_event_features)(source, t0, min(n, t0 + step), n, opts, backend)
+    advance = progress.advance if progress is not None else None
+    tasks = [dask.delayed(_event_features)(source, t0, min(n, t0 + step), n, opts, backend, advance)
              for t0 in range(0, n, step)]
     parts = dask.compute(*tasks, scheduler="threads", **({"num_workers": cfg.workers} if cfg.workers else {}))
     ff = [x for p in parts for x in p[0]]
@@ -809,7 +938,15 @@ def _execute_distributed(sched: str, cfg: RunConfig, tasks, progress) -> list[Ch
     else:
         raise ConfigError(f"--scheduler {sched!r}: use threads, local:N, cuda or tcp://host:port")
     results = []
+
+    def on_tick(event):  # a worker's per-item progress (see _Ticker)
+        msg = event[1] if isinstance(event, tuple) else event
+        with contextlib.suppress(Exception):
+            progress.tick(int(msg["chunk"]), int(msg["done"]), int(msg["failed"]))
+
     try:
+        with contextlib.suppress(Exception):  # older distributed: chunk-level progress only
+            client.subscribe_topic(_TICK_TOPIC, on_tick)
         futures = client.compute(tasks)
         for fut in as_completed(futures):
             if _STOP.is_set():
