@@ -64,7 +64,14 @@ if str(REPO) not in sys.path:
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gpudiff.corrupt import EventOptions, detect_events, frame_features, kl_rule, pair_features  # noqa: E402
+from gpudiff.corrupt import (  # noqa: E402
+    EventOptions,
+    check_motion,
+    detect_events,
+    frame_features,
+    kl_rule,
+    pair_features,
+)
 from gpudiff.io.sources import open_source  # noqa: E402
 
 #: name, path in the data folder, frames, step, downscale factor
@@ -110,8 +117,22 @@ def load_clip(root: Path, rel: str, n: int, step: int, down: int) -> np.ndarray:
 
 
 def sequence_features(frames, opts: EventOptions, base=None, changed=()):
-    """(frame features, consecutive pairs, skip-one pairs) of ``frames``; with ``base`` (the clean
-    sequence's), recompute only what involves a frame in ``changed``."""
+    """(frame features, consecutive pairs, skip-one pairs, motion) of ``frames``; with ``base`` (the
+    clean sequence's), recompute only what involves a frame in ``changed``. ``motion``: the flags
+    :func:`check_motion` clears (it needs the frames, which are not kept), as in production."""
+    ff, cons, skip = _features(frames, opts, base, changed)
+    motion = check_motion(detect_events(ff, cons, skip, options=opts), frames.__getitem__, options=opts)["motion"]
+    return ff, cons, skip, motion
+
+
+def decide(feats, opts: EventOptions) -> dict:
+    """The production decision (detect_events, then check_motion) from :func:`sequence_features`."""
+    ev = detect_events(*feats[:3], options=opts)
+    ev["corrupt"] = ev["corrupt"] & ~feats[3]
+    return ev
+
+
+def _features(frames, opts: EventOptions, base=None, changed=()):
     n = len(frames)
 
     def pf(u, v):
@@ -122,7 +143,7 @@ def sequence_features(frames, opts: EventOptions, base=None, changed=()):
         cons = [None] + [pf(t - 1, t) for t in range(1, n)]
         skip = [None] + [pf(t - 1, t + 1) for t in range(1, n - 1)] + [None]
         return ff, cons, skip
-    ff, cons, skip = (list(x) for x in base)
+    ff, cons, skip = (list(x) for x in base[:3])
     for t in changed:
         ff[t] = frame_features(frames[t], color=opts.color)
         for u in (t, t + 1):
@@ -373,7 +394,7 @@ def evaluate(built, opts):
     clean = {}
     per_clip: dict[str, dict[str, tuple[int, int]]] = {}
     for name, rec in built["clips"].items():
-        ev = detect_events(*rec["clean"], options=opts)
+        ev = decide(rec["clean"], opts)
         base = kl_rule([f.histogram for f in rec["clean"][0]])
         clean[name] = {
             "frames": rec["frames"],
@@ -382,7 +403,7 @@ def evaluate(built, opts):
             "kl_rule": int(base.sum()),
         }
         for kind, (pos, vis, feats) in rec["kinds"].items():
-            ev = detect_events(*feats, options=opts)
+            ev = decide(feats, opts)
             base = kl_rule([f.histogram for f in feats[0]])
             per_clip.setdefault(name, {})[kind] = (int(ev["corrupt"][pos].sum()), len(pos))
             rows = [(kind, pos)]
@@ -404,7 +425,7 @@ def evaluate(built, opts):
         kinds["jpeg_visible"][4] = kinds["jpeg_bitflip"][4]
     cut = [0] * 7  # n, ours tp, ours fp, base tp, base fp, ours corrupt flags, frames
     for order, cuts, feats in built["cuts"]:
-        ev = detect_events(*feats, options=opts)
+        ev = decide(feats, opts)
         base = kl_rule([f.histogram for f in feats[0]])
         m = np.zeros(len(ev["cut"]), bool)
         m[cuts] = True
@@ -474,9 +495,14 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1, help="injection seed (the defaults were set on 0)")
     ap.add_argument("--quick", action="store_true", help="a third of the frames (a smoke run)")
     ap.add_argument("--block-size", type=int, default=EventOptions().block_size)
+    ap.add_argument("--motion-search", type=int, default=EventOptions().motion_search,
+                    help="check_motion's search radius in px (0: no motion check)")
+    ap.add_argument("--motion-match", type=float, default=EventOptions().motion_match)
+    ap.add_argument("--activity-radius", type=int, default=EventOptions().activity_radius)
     ap.add_argument("--json", type=Path, help="write the numbers here")
     args = ap.parse_args(argv)
-    opts = dataclasses.replace(EventOptions(), block_size=args.block_size)
+    opts = dataclasses.replace(EventOptions(), block_size=args.block_size, motion_search=args.motion_search,
+                               motion_match=args.motion_match, activity_radius=args.activity_radius)
     root = data_root()
     cpu = platform.processor() or platform.machine()
     print(f"gpudiff.corrupt evaluation  {datetime.datetime.now():%Y-%m-%d %H:%M}  seed {args.seed}  {cpu}, "

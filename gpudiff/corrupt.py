@@ -42,6 +42,7 @@ from .preprocess import to_gray
 
 __all__ = [
     "HIST_BINS",
+    "check_motion",
     "FrameFeatures",
     "EventOptions",
     "frame_features",
@@ -271,6 +272,13 @@ class EventOptions:
     suppress_neighbours : bool
         Keep a flag only where its score is at least its neighbours' (a corrupted frame also
         disturbs the evidence of the frames beside it).
+    motion_search, motion_match : int, float
+        :func:`check_motion`: a flag raised by the one-tile peak rule alone is cleared when the
+        spike's tile of frame t is found, within +-``motion_search`` px, in frame t-1 or
+        t+1 at a non-zero offset with a mean absolute difference at most ``motion_match`` times
+        the one in place: a fast-moving object (a limb close to the camera), not damage. Not when
+        both neighbours match at the same offset (static content copied within the frame: a
+        displaced or repeated block). ``motion_search`` 0 turns the check off.
     """
 
     block_size: int = 8
@@ -291,10 +299,12 @@ class EventOptions:
     repeat_ratio: float = 0.1
     activity_radius: int = 1
     suppress_neighbours: bool = True
+    motion_search: int = 32
+    motion_match: float = 0.65
 
     def __post_init__(self):
         _check_color(self.color)
-        for name, least in (("block_size", 1), ("window", 2), ("activity_radius", 0)):
+        for name, least in (("block_size", 1), ("window", 2), ("activity_radius", 0), ("motion_search", 0)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or v != int(v) or v < least:
                 raise ConfigError(f"{name} {v!r} must be a whole number >= {least}")
@@ -350,6 +360,32 @@ def _window_median(x, w, exclude):
         med = np.nanmedian(win, axis=1)
         mad = 1.4826 * np.nanmedian(np.abs(win - med[:, None]), axis=1)
     return med[:n], mad[:n]
+
+
+def _window_count(x, w, exclude):
+    """Per t, how many ``x[u]`` with ``exclude < |u - t| <= w`` are finite."""
+    padded = np.concatenate([np.zeros(w, bool), np.isfinite(x), np.zeros(w, bool)])
+    win = np.lib.stride_tricks.sliding_window_view(padded, 2 * w + 1).copy()
+    win[:, w - exclude:w + exclude + 1] = False
+    return win.sum(axis=1)[: len(x)]
+
+
+#: A robust z-score needs this many other frames in its window (a 5-frame stack has too few).
+_MIN_WINDOW_FRAMES = 6
+#: Histogram rules merge neighbouring bins until the occupied ones hold this many pixels on average
+#: (a 48x48 frame has 9 pixels per bin of 256: its KL divergences are sampling noise).
+_MIN_PIXELS_PER_BIN = 16
+
+
+def _merged_bins(hist, pixels: int):
+    """Halve the bins until the occupied ones (of the mean histogram) hold ``_MIN_PIXELS_PER_BIN``
+    pixels on average; data filling a few bins (16-bit frames over the dtype's range) keeps them."""
+    while hist.shape[1] > 16:
+        occupied = max(int(np.count_nonzero(hist.mean(axis=0))), 1)
+        if pixels / occupied >= _MIN_PIXELS_PER_BIN:
+            break
+        hist = hist.reshape(len(hist), hist.shape[1] // 2, 2).sum(axis=2)
+    return hist
 
 
 def _ndi():
@@ -418,18 +454,17 @@ def _decide(Bc, Bs, mad, hist, lsb, o: EventOptions) -> dict:
         ratio = O / (A + nu3)
         above = O > np.maximum(o.noise_factor * nu3, o.min_level * floor)
         spike_area = flat((ratio > o.spike_ratio) & above).mean(axis=1)
-        spike_peak = np.max(flat(np.where(above, ratio, 0.0)), axis=1)
+        peaks = flat(np.where(above, ratio, 0.0))
+        spike_peak = np.max(peaks, axis=1)
+        spike_at = np.argmax(np.nan_to_num(peaks), axis=1).astype(np.int64)  # the peak's tile (flat)
         g = np.nansum(flat(O), axis=1) / np.nansum(flat(A + nu3), axis=1)
         gmed, gmad = _window_median(g, w, 1)
         spike_global = (g - gmed) / (gmad + o.global_floor)
+        spike_global[_window_count(g, w, 1) < _MIN_WINDOW_FRAMES] = np.nan  # too few frames to judge
         kp, kn, ks = _kl_rows(hist, 0, -1), _kl_rows(hist, 0, 1), _kl_rows(hist, 1, -1)
         hist_spike = np.fmin(kp, kn) / (o.kl_threshold + o.hist_ratio * ks)
-        corrupt_score = np.fmax.reduce([
-            spike_area / o.area_threshold,
-            spike_peak / o.peak_threshold,
-            spike_global / o.global_threshold,
-            hist_spike,
-        ])
+        other_rules = np.fmax.reduce([spike_area / o.area_threshold, spike_global / o.global_threshold, hist_spike])
+        corrupt_score = np.fmax(spike_peak / o.peak_threshold, other_rules)
         corrupt_score[[0, n - 1]] = np.nan
 
         # --- cuts: change across the boundary (t-1 | t) against the change within each side
@@ -477,9 +512,14 @@ def _decide(Bc, Bs, mad, hist, lsb, o: EventOptions) -> dict:
     cut[both] = ~corrupt[both]
     # the frame before a cut has its next neighbour in another shot: its three-frame test is moot
     corrupt[:-1] &= ~cut[1:]
+    # a flag that only the one-tile peak rule raised: check_motion may find it is fast motion
+    peak_only = corrupt & ~(np.nan_to_num(other_rules, nan=0.0) >= 1.0)
+    peak_only[[0, n - 1]] = False  # the end frames' scores come from the cut rule
     return {
         "corrupt": corrupt,
         "cut": cut,
+        "peak_only": peak_only,
+        "spike_at": spike_at,
         "corrupt_score": corrupt_score,
         "cut_score": cut_score,
         "kl_prev": kp,
@@ -494,7 +534,8 @@ def _decide(Bc, Bs, mad, hist, lsb, o: EventOptions) -> dict:
     }
 
 
-_RESULT_KEYS = ("corrupt", "cut", "corrupt_score", "cut_score", "kl_prev", "spike_area", "spike_peak",
+_RESULT_KEYS = ("corrupt", "cut", "peak_only", "spike_at", "corrupt_score", "cut_score", "kl_prev", "spike_area",
+                "spike_peak",
                 "spike_global", "hist_spike", "cut_area", "cut_global", "hist_cut", "noise")
 
 
@@ -592,9 +633,11 @@ def detect_events(frame_feats, consecutive, skip, *, options=None) -> dict:
         )
     if n < 3:  # no frame has two neighbours: nothing can be told apart
         out = {k: np.full(n, np.nan) for k in _RESULT_KEYS}
-        out.update(corrupt=np.zeros(n, bool), cut=np.zeros(n, bool))
+        out.update(corrupt=np.zeros(n, bool), cut=np.zeros(n, bool), peak_only=np.zeros(n, bool),
+                   spike_at=np.zeros(n, np.int64), motion=np.zeros(n, bool))
         return out
     hist = np.stack([np.asarray(_backend.to_host(f.histogram), dtype=np.float64) for f in frame_feats])
+    hist = _merged_bins(hist, min(int(np.prod(f.shape[:2])) for f in frame_feats))
     lsb = max(float(f.lsb) for f in frame_feats)
     shape = _as_map(consecutive[1], "consecutive", 1).shape
     mad = np.array([np.nan] + [float(consecutive[t]["mad"]) if consecutive[t] is not None else np.nan
@@ -632,6 +675,62 @@ def detect_events(frame_feats, consecutive, skip, *, options=None) -> dict:
         for k, v in r.items():
             out[k][start:start + min(_PIECE, n - start)] = v[keep]
     return out
+
+
+def _best_match(patch, frame, r0, c0, radius):
+    """How well ``patch`` (at ``r0, c0`` of its frame) is found in ``frame`` within +-``radius``:
+    (mean |patch - frame| in place, the best mean at another offset, that offset)."""
+    ph, pw = patch.shape
+    H, W = frame.shape
+    y0, y1 = max(0, r0 - radius), min(H, r0 + ph + radius)
+    x0, x1 = max(0, c0 - radius), min(W, c0 + pw + radius)
+    windows = np.lib.stride_tricks.sliding_window_view(frame[y0:y1, x0:x1], (ph, pw))  # (oy, ox, ph, pw)
+    err = np.abs(windows - patch).mean(axis=(2, 3))
+    iy, ix = r0 - y0, c0 - x0
+    here = float(err[iy, ix])
+    err[iy, ix] = np.inf
+    k = int(np.argmin(err))
+    oy, ox = divmod(k, err.shape[1])
+    return here, float(err.flat[k]), (oy + y0 - r0, ox + x0 - c0)
+
+
+def check_motion(events: dict, read, *, options=None) -> dict:
+    """Clear the corrupt flags that fast motion explains (see ``EventOptions.motion_search``).
+
+    ``events`` is :func:`detect_events`' result (changed in place and returned, with ``motion``:
+    True where a flag was cleared); ``read(i)`` gives frame ``i`` (host or device array). Only the
+    frames flagged by the one-tile peak rule alone are re-read (three frames each), so the cost
+    is a few frames per false alarm, not a pass over the sequence.
+    """
+    o = options if options is not None else EventOptions()
+    corrupt = events["corrupt"]
+    motion = np.zeros(len(corrupt), dtype=bool)
+    events["motion"] = motion
+    if o.motion_search <= 0:
+        return events
+    b = int(o.block_size)
+    for t in np.flatnonzero(corrupt & events["peak_only"]):
+        t = int(t)
+        try:
+            prev, cur, nxt = (np.asarray(_backend.to_host(_gray32(read(i), o.color)), dtype=np.float32)
+                              for i in (t - 1, t, t + 1))
+        except Exception:  # noqa: BLE001 - an unreadable neighbour: keep the flag
+            continue
+        H, W = cur.shape
+        wb = -(-W // b)
+        by, bx = divmod(int(events["spike_at"][t]), wb)
+        r0, c0 = by * b, bx * b
+        patch = cur[r0 : min(H, r0 + b), c0 : min(W, c0 + b)]  # the spike's tile: deforming limbs still match
+        if patch.size == 0 or prev.shape != cur.shape or nxt.shape != cur.shape:
+            continue
+        found = []
+        for other in (prev, nxt):
+            here, best, offset = _best_match(patch, other, r0, c0, int(o.motion_search))
+            found.append(offset if best <= o.motion_match * here else None)
+        if found[0] is not None or found[1] is not None:
+            corrupt[t] = False
+            motion[t] = True
+    return events
 
 
 def kl_rule(histograms, threshold=0.2) -> np.ndarray:
@@ -703,4 +802,4 @@ def detect_sequence(frames, *, options=None) -> dict:
             cons[t] = pair_features(get(t - 1), get(t), block_size=o.block_size, color=o.color)
         if t >= 2:
             skip[t - 1] = pair_features(get(t - 2), get(t), block_size=o.block_size, color=o.color)
-    return detect_events(ff, cons, skip, options=o)
+    return check_motion(detect_events(ff, cons, skip, options=o), read, options=o)

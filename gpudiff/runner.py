@@ -790,7 +790,7 @@ def events_pass(cfg: RunConfig, source, plan: Plan, store, chunks, *, backend=No
 
     import dask  # noqa: PLC0415
 
-    from .corrupt import EventOptions, detect_events  # noqa: PLC0415
+    from .corrupt import EventOptions, check_motion, detect_events  # noqa: PLC0415
 
     if sorted(chunks) != list(range(plan.n_chunks)):
         return plan.n_items  # the decision needs the whole sequence: a run without --shard completes it
@@ -810,7 +810,7 @@ def events_pass(cfg: RunConfig, source, plan: Plan, store, chunks, *, backend=No
     cons = [x for p in parts for x in p[1]]
     skip = [x for p in parts for x in p[2]]
     bad = sorted({i for p in parts for i in p[3]})
-    ev = detect_events(ff, cons, skip, options=opts)
+    ev = check_motion(detect_events(ff, cons, skip, options=opts), source.read, options=opts)
     if bad:  # frames that could not be read: no verdict (their items failed in the main pass)
         ev = {k: np.array(v, dtype=np.float64 if k.endswith(("score", "prev")) else np.int8) for k, v in ev.items()
               if k in ("corrupt", "cut", "corrupt_score", "cut_score", "kl_prev")}
