@@ -72,6 +72,9 @@ def add_compare_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-range", type=float, default=None, metavar="R",
                    help="data range for PSNR and SSIM (default: from the dtype)")
     g.add_argument("--bins", type=_positive_int, default=d.bins, help="histogram bins (default 256)")
+    g.add_argument("--bins-range", default=d.bins_range, metavar="auto|dtype|LO:HI",
+                   help="histogram value range: auto (default): uint8 0:256, uint16 0 to 1.25x the data's "
+                   "maximum (a run samples 16 frames); dtype: the dtype's range; LO:HI in the input's units")
     g.add_argument("--metrics", default=None, metavar="A,B,...",
                    help=f"compute only these: {','.join(ALL_METRICS)} (or histogram distances "
                    f"{','.join(HISTOGRAM_DISTANCES)})")
@@ -132,6 +135,7 @@ def options_from_args(args: argparse.Namespace) -> CompareOptions:
         tolerance=args.tolerance,
         data_range=args.data_range,
         bins=args.bins,
+        bins_range=args.bins_range,
         metrics=args.metrics,
         backend=args.backend,
         max_pixels=args.max_pixels,
@@ -194,6 +198,8 @@ def _cmd_run(args) -> int:
         print(f"gpudiff run: {items} items: {report.done} done, {report.failed} failed, {report.pending} "
               f"pending ({report.chunks_run} chunks run, {report.chunks_skipped} already done) in "
               f"{report.elapsed_s:.1f} s; store {args.out}", file=sys.stderr)
+        if report.bins_note:
+            print(f"gpudiff run: {report.bins_note}", file=sys.stderr)
         found = _run_findings(args.out)
         if found:
             print(f"gpudiff run: found {found}", file=sys.stderr)

@@ -55,6 +55,8 @@ class Comparison:
     #: and holds the rejected estimate.
     align_ok: bool | None = None
     align_warning: str | None = None
+    #: The histograms' value range (lo, hi) when they were computed (``bins_range``).
+    histogram_range: tuple[float, float] | None = None
     pixels: int = 0
     backend: str = "numpy"
     data_range: float | None = None
@@ -86,6 +88,7 @@ class Comparison:
             "significance": self.significance,
             "align_ok": self.align_ok,
             "align_warning": self.align_warning,
+            "histogram_range": list(self.histogram_range) if self.histogram_range is not None else None,
             "pixels": self.pixels,
             "backend": self.backend,
             "data_range": self.data_range,
@@ -113,8 +116,11 @@ class Comparison:
             lines.append(f"SSIM: {_g(self.ssim)}")
         if self.histogram is not None:
             h = self.histogram
+            over = ""
+            if self.histogram_range is not None:
+                over = f" (over {_g(self.histogram_range[0])}-{_g(self.histogram_range[1])})"
             lines.append(
-                "Histogram: " + ", ".join(f"{k} {_g(h[k])}" for k in HISTOGRAM_DISTANCES if k in h)
+                f"Histogram{over}: " + ", ".join(f"{k} {_g(h[k])}" for k in HISTOGRAM_DISTANCES if k in h)
             )
         if self.align_ok is False:
             lines.append(f"Alignment REJECTED, compared unaligned: {self.align_warning}")
@@ -300,7 +306,7 @@ def _compare_arrays(
         significance = None if math.isnan(alignment.significance) else float(alignment.significance)
         align_warning = rejected[0] if rejected else None
 
-    lo, hi = prepared.value_range
+    lo, hi = _histogram_range(options, prepared, xp) if options.wants("histogram") else prepared.value_range
     want_hist = options.wants("histogram")
     center = 0.0 if a.dtype.kind in "ui" else 0.5 * (lo + hi)
     known = None
@@ -342,10 +348,32 @@ def _compare_arrays(
     result.significance = significance
     result.align_ok = align_ok
     result.align_warning = align_warning
+    if want_hist:
+        result.histogram_range = (float(lo), float(hi))
     result.window = window if window is not None else (0, a.shape[0], 0, a.shape[1])
     result.backend = _backend.backend_name(xp)
     result.steps = tuple(steps)
     return result
+
+
+def _histogram_range(options: CompareOptions, prepared, xp) -> tuple[float, float]:
+    """The histograms' (lo, hi) for ``options.bins_range`` (see CompareOptions)."""
+    from .options import parse_bins_range  # noqa: PLC0415
+
+    explicit = parse_bins_range(options.bins_range)
+    if explicit is not None:
+        return explicit
+    lo, hi = prepared.value_range
+    if options.bins_range == "auto" and (lo, hi) == (0.0, 65536.0):  # uint16 in its own units
+        top = float(max(xp.max(prepared.reference), xp.max(prepared.moving)))  # sync
+        return 0.0, auto_top(top)
+    return lo, hi
+
+
+def auto_top(data_max: float) -> float:
+    """The upper end of the automatic uint16 histogram range: 1.25 x the data's maximum (at least 16
+    bins' worth of values), a whole number, at most 65536."""
+    return float(min(65536.0, max(256.0, math.ceil(1.25 * (data_max + 1)))))
 
 
 def metrics_from_sums(sums, options: CompareOptions, *, data_range: float) -> Comparison:

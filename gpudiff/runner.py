@@ -88,6 +88,8 @@ class RunReport:
     elapsed_s: float = 0.0
     interrupted: bool = False
     failures: list = field(default_factory=list)
+    #: How the histograms were binned, for the summary (the range and where it came from).
+    bins_note: str = ""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -304,6 +306,42 @@ def _fields(options: CompareOptions, cfg: RunConfig, source):
         out += [Field("corrupt", "int8"), Field("cut", "int8"), Field("corrupt_score", "float64"),
                 Field("cut_score", "float64"), Field("kl_prev", "float64")]
     return out
+
+
+#: Frames read to set the automatic histogram range of a 16-bit source.
+_BINS_SAMPLE = 16
+
+
+def _resolve_bins_range(options: CompareOptions, source) -> tuple[CompareOptions, str]:
+    """A run's histograms need one range for every item: ``bins_range='auto'`` on uint16 frames
+    becomes ``0:TOP`` from a sample of frames (recorded in the store with the options)."""
+    from .compare import auto_top  # noqa: PLC0415
+
+    wants = options.wants("histogram")
+    raw = options.normalize in ("none", "histogram") and options.edges == "none"
+    dtype = getattr(source, "dtype", None)
+    if not (wants and raw and options.bins_range == "auto" and dtype == np.dtype(np.uint16)):
+        if wants and options.bins_range not in ("auto", "dtype"):
+            return options, f"histograms: {options.bins} bins over {options.bins_range} (--bins-range)"
+        return options, ""
+    n = len(source)
+    picks = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(n, _BINS_SAMPLE))})
+    lo = hi = None
+    for i in picks:
+        try:
+            f = source.read(i)
+        except Exception:  # noqa: BLE001 - an unreadable frame fails its items later; sample the rest
+            continue
+        lo = int(f.min()) if lo is None else min(lo, int(f.min()))
+        hi = int(f.max()) if hi is None else max(hi, int(f.max()))
+    if hi is None:
+        return options, ""
+    top = auto_top(hi)
+    note = (f"histograms: {options.bins} bins over 0:{top:g} (--bins-range auto: uint16 values {lo}-{hi} in "
+            f"{len(picks)} sampled frames; --bins-range dtype for 0:65536)")
+    if options.data_range is None and (options.wants("psnr") or options.wants("ssim")):
+        note += f"; PSNR and SSIM take the dtype's range 65535 (--data-range {hi - lo} for the data's)"
+    return options.replace(bins_range=f"0:{top:g}"), note
 
 
 def _label_fields(source) -> list[Field]:
@@ -552,6 +590,7 @@ def run(cfg: RunConfig, options: CompareOptions, *, stream=None) -> RunReport:
     stream = stream or sys.stderr
     source = open_source(cfg.source, component=cfg.component, max_pixels=options.max_pixels)
     plan = make_plan(len(source), pairs=cfg.pairs, explicit=source.pairs(), chunk=cfg.chunk)
+    options, bins_note = _resolve_bins_range(options, source)
     fields = _fields(options, cfg, source)
     xp = _backend.resolve_backend(options.backend)
     attrs = {
@@ -578,7 +617,7 @@ def run(cfg: RunConfig, options: CompareOptions, *, stream=None) -> RunReport:
     shard = cfg.shard or shard_from_env()
     mine = plan.shard_chunks(shard)
     pending = store.pending_chunks(mine)
-    report = RunReport(EXIT_OK, chunks_skipped=len(mine) - len(pending))
+    report = RunReport(EXIT_OK, chunks_skipped=len(mine) - len(pending), bins_note=bins_note)
     progress = _Progress(sum(plan.chunk_slice(c).stop - plan.chunk_slice(c).start for c in pending),
                          len(pending), log_json=cfg.log_json, bar=cfg.progress, every_s=cfg.log_every_s,
                          stream=stream)
