@@ -198,6 +198,9 @@ def _cmd_run(args) -> int:
         print(f"gpudiff run: {items} items: {report.done} done, {report.failed} failed, {report.pending} "
               f"pending ({report.chunks_run} chunks run, {report.chunks_skipped} already done) in "
               f"{report.elapsed_s:.1f} s; store {args.out}", file=sys.stderr)
+        warm = _warm_note(report)
+        if warm:
+            print(f"gpudiff run: {warm}", file=sys.stderr)
         if report.bins_note:
             print(f"gpudiff run: {report.bins_note}", file=sys.stderr)
         found = _run_findings(args.out)
@@ -210,6 +213,17 @@ def _cmd_run(args) -> int:
         if report.pending:
             print("gpudiff run: interrupted; run the same command again to resume", file=sys.stderr)
     return report.exit_code
+
+
+def _warm_note(report) -> str:
+    """The throughput after start-up, when start-up (first-use compilation, first reads) was a
+    large part of the run; empty otherwise."""
+    if report.startup_s is None or report.warm_rate is None or report.elapsed_s <= 0:
+        return ""
+    if report.startup_s < 1.0 or report.startup_s < 0.2 * report.elapsed_s:
+        return ""
+    return (f"{report.warm_rate:.1f} items/s after {report.startup_s:.1f} s of start-up before the first item "
+            "(kernel compilation on first use: gpudiff warmup does it once ahead)")
 
 
 def _run_findings(out, raw: bool = False):
@@ -306,6 +320,16 @@ def _cmd_demo(args) -> int:
     if args.pair:
         return run_pair_demo(args.out, backend=args.backend)
     return run_demo(args.out, backend=args.backend)
+
+
+def _cmd_warmup(args) -> int:
+    from .warmup import warmup  # noqa: PLC0415
+
+    lines = []
+    warmup(print_fn=lines.append if args.quiet else print)
+    if args.quiet and lines:
+        print(lines[-1])
+    return EXIT_OK
 
 
 def add_dedup_options(p: argparse.ArgumentParser) -> None:
@@ -501,6 +525,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("auto", "numpy", "cupy", "emulated-gpu"),
                    default=os.environ.get("GPUDIFF_BACKEND", "auto") or "auto")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("warmup", help="compile the CPU kernels ahead (a fresh install's first run is then fast)",
+                       description="Compile every common numba kernel signature once into numba's disk cache "
+                       "(scripts/_venv.sh runs this after installing). Takes a minute or two once.")
+    p.add_argument("--quiet", action="store_true", help="print only the last line")
+    p.set_defaults(func=_cmd_warmup)
     from .report import register_cli as _register_report  # noqa: PLC0415 - cheap: plots load on use
 
     _register_report(sub)

@@ -90,6 +90,11 @@ def run_demo(out_dir: str = "gpudiff-demo", *, backend: str = "auto", print_fn=p
              "--corrupt --cuts")
     print_fn(f"  {report.done} pairs done, {report.failed} failed, in {report.elapsed_s:.1f} s "
              f"({rate:.1f} pairs/s, backend {store.attrs.get('backend')})")
+    from .cli import _warm_note  # noqa: PLC0415
+
+    warm = _warm_note(report)
+    if warm:
+        print_fn(f"  {warm}")
     order = np.argsort(-np.nan_to_num(cols["manhattan_per_pixel"], nan=-1))
     print_fn("  the most changed pairs (after alignment):")
     print_fn("    frames    L1/pixel   SSIM    hist KL   shift (dy, dx)")

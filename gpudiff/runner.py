@@ -90,6 +90,10 @@ class RunReport:
     failures: list = field(default_factory=list)
     #: How the histograms were binned, for the summary (the range and where it came from).
     bins_note: str = ""
+    #: Seconds from the start of the compare stage to its first finished item (kernel compilation on
+    #: first use, first reads), and the items/s after it; None when nothing was compared.
+    startup_s: float | None = None
+    warm_rate: float | None = None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -424,7 +428,11 @@ class _Progress:
         self.lock = threading.Lock()
         self.ticked: dict[int, list[int]] = {}  # chunk -> [items, failed] reported by its task so far
         self.chunks = 0
+        self.first = None  # (time, items) when the first compared item finished
+        self.samples: list[tuple[float, int]] = []  # (time, items) of the compare stage, every >= 20 ms
         self._stage("compare", total_items, "items")
+        self.compare_t0 = self.t0
+        self.compare_end = None
         self._closed = threading.Event()
         self._timer = threading.Thread(target=self._tick_loop, name="gpudiff-progress", daemon=True)
         self._timer.start()
@@ -436,9 +444,25 @@ class _Progress:
         self.last = self.t0
         self.emitted = -1  # the count of the last line written (log mode: no repeats of a still count)
 
+    def warm(self) -> tuple[float | None, float | None]:
+        """(start-up seconds, items/s after the first item) of the compare stage."""
+        if self.first is None:
+            return None, None
+        end = self.compare_end if self.compare_end is not None else time.monotonic()
+        t1 = self.first[0]
+        done = self.compare_items if self.compare_end is not None else self.items
+        # the rate over the second half of the time after the first item: items that waited on the
+        # first compilation finish in a burst right after it and would inflate a rate from t1
+        mid = t1 + 0.5 * (end - t1)
+        tm, nm = next(((t, n) for t, n in self.samples if t >= mid), (end, done))
+        rate = (done - nm) / (end - tm) if end - tm > 0.05 and done > nm else None
+        return t1 - self.compare_t0, rate
+
     def stage(self, name: str, total: int, unit: str = "frames") -> None:
         """Start the next stage (its own count, rate and ETA); the previous one gets a last line."""
         with self.lock:
+            if self.stage_name == "compare":
+                self.compare_end, self.compare_items = time.monotonic(), self.items
             self._emit(time.monotonic(), final=True)
             if self.bar:
                 print(file=self.stream)
@@ -448,6 +472,12 @@ class _Progress:
     def tick(self, chunk: int, done: int, failed: int) -> None:
         """Items a task has finished (reported from inside it, before its chunk is written)."""
         with self.lock:
+            if self.stage_name == "compare":
+                now = time.monotonic()
+                if self.first is None:
+                    self.first = (now, self.items + done + failed)
+                if now - self.samples[-1][0] >= 0.02 if self.samples else True:
+                    self.samples.append((now, self.items + done + failed))
             t = self.ticked.setdefault(chunk, [0, 0])
             t[0] += done + failed
             t[1] += failed
@@ -628,6 +658,7 @@ def run(cfg: RunConfig, options: CompareOptions, *, stream=None) -> RunReport:
     try:
         results = _execute(cfg, source, plan, pending, options, progress)
         _TICK = None
+        report.startup_s, report.warm_rate = progress.warm()
         bg_pending = 0
         if cfg.events and not _STOP.is_set():
             progress.stage("corrupt/cuts", len(source))

@@ -15,6 +15,8 @@ if ! grep -qx "$_gd_hash ${_gd_extras:-base}" "$_gd_stamp" 2>/dev/null \
   "$_gd_venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
   if [ -n "$_gd_extras" ]; then _gd_target=".[${_gd_extras}]"; else _gd_target="."; fi
   "$_gd_venv/bin/python" -m pip install -q --disable-pip-version-check -e "$_gd_target" >&2
+  # compile the CPU kernels now (once, ~1 min) rather than inside the first run (gpudiff warmup)
+  "$_gd_venv/bin/python" -m gpudiff warmup --quiet >&2 || echo "warning: gpudiff warmup failed" >&2
   echo "$_gd_hash ${_gd_extras:-base}" >> "$_gd_stamp"
 fi
 # shellcheck disable=SC1091
