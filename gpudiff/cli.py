@@ -19,11 +19,33 @@ from .options import ALL_METRICS, DEFAULT_MAX_PIXELS, HISTOGRAM_DISTANCES, Compa
 __all__ = ["main", "build_parser"]
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help states its default (unless it already says it, or there is none)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        d = action.default
+        none = d is None or d is False or d is argparse.SUPPRESS  # (0 and 0.0 are real defaults)
+        if action.option_strings and "default" not in text and not none \
+                and not isinstance(action, argparse._VersionAction):
+            text += " (default: %(default)s)"
+        return text
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (usage goes to --help) and exit code 2."""
+    """argparse with one-line errors (usage goes to --help) and exit code 2; helps show defaults."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):  # noqa: D102
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _n(count: int, word: str) -> str:
+    """'1 chunk', '2 chunks'."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def _positive_int(text: str) -> int:
@@ -76,8 +98,8 @@ def add_compare_options(p: argparse.ArgumentParser) -> None:
                    help="histogram value range: auto (default): uint8 0:256, uint16 0 to 1.25x the data's "
                    "maximum (a run samples 16 frames); dtype: the dtype's range; LO:HI in the input's units")
     g.add_argument("--metrics", default=None, metavar="A,B,...",
-                   help=f"compute only these: {','.join(ALL_METRICS)} (or histogram distances "
-                   f"{','.join(HISTOGRAM_DISTANCES)})")
+                   help=f"compute only these, comma-separated: {', '.join(ALL_METRICS)} (or histogram "
+                   f"distances: {', '.join(HISTOGRAM_DISTANCES)}); default all")
     g.add_argument("--backend", choices=("auto", "numpy", "cupy", "emulated-gpu"),
                    default=os.environ.get("GPUDIFF_BACKEND", "auto") or "auto",
                    help="auto takes the GPU when CuPy finds one (env GPUDIFF_BACKEND); emulated-gpu runs the "
@@ -196,7 +218,7 @@ def _cmd_run(args) -> int:
                           "findings": _run_findings(args.out, raw=True)}), file=sys.stderr)
     else:
         print(f"gpudiff run: {items} items: {report.done} done, {report.failed} failed, {report.pending} "
-              f"pending ({report.chunks_run} chunks run, {report.chunks_skipped} already done) in "
+              f"pending ({_n(report.chunks_run, 'chunk')} run, {report.chunks_skipped} already done) in "
               f"{report.elapsed_s:.1f} s; store {args.out}", file=sys.stderr)
         warm = _warm_note(report)
         if warm:
@@ -363,7 +385,8 @@ def add_dedup_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--keep-repeats", action="store_true",
                    help="keep a frame identical to an earlier kept frame (dropped by default)")
     g.add_argument("--backend", choices=("auto", "numpy", "cupy", "emulated-gpu"),
-                   default=os.environ.get("GPUDIFF_BACKEND", "auto") or "auto")
+                   default=os.environ.get("GPUDIFF_BACKEND", "auto") or "auto",
+                   help="auto takes the GPU when CuPy finds one (env GPUDIFF_BACKEND); emulated-gpu runs the GPU code path on the CPU (slow)")
     g.add_argument("--keep-dir", default=None, metavar="DIR",
                    help="copy kept frames here (stack/video frames as PNG/TIFF files); originals never touched")
     g.add_argument("--link", action="store_true", help="hard-link kept files instead of copying (same filesystem)")
@@ -414,7 +437,9 @@ def _cmd_watch(args) -> int:
     report = watch(args.folder, keep_dir=args.keep_dir, options=dedup_options_from_args(args),
                    state_path=args.state, interval=args.interval, settle=args.settle, once=args.once,
                    link=args.link)
-    print(f"gpudiff watch: {report.decided} new frames decided, {report.kept} kept", file=sys.stderr)
+    waiting = report.waiting_summary(args.settle)
+    print(f"gpudiff watch: {_n(report.decided, 'new frame')} decided, {report.kept} kept"
+          + (f"; {waiting}" if waiting else ""), file=sys.stderr)
     return EXIT_OK
 
 
@@ -497,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("watch", help="decide each new snapshot in a folder as it lands",
                        description="Poll FOLDER; each complete new image is compared with the last kept one and "
                        "copied to --keep-dir when it changed. State is kept on disk: a restart continues.")
-    p.add_argument("folder")
+    p.add_argument("folder", help="the folder the camera writes into (never modified)")
     p.add_argument("--state", default=None, help="state file (default KEEP_DIR/.gpudiff-watch.json)")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between polls (default 2)")
     p.add_argument("--settle", type=float, default=1.0,
@@ -507,13 +532,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_watch)
 
     p = sub.add_parser("status", help="done / failed / pending of a result store, and what failed")
-    p.add_argument("store")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("store", help="a result store (results.zarr) made by gpudiff run")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("export", help="one row per item as CSV (stdout) or Parquet")
-    p.add_argument("store")
-    p.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    p.add_argument("store", help="a result store (results.zarr) made by gpudiff run")
+    p.add_argument("--format", choices=("csv", "parquet"), default="csv",
+                   help="csv (to stdout or -o FILE) or parquet (needs -o FILE and pyarrow)")
     p.add_argument("-o", "--output", default=None, help="output file (CSV default: stdout)")
     p.set_defaults(func=_cmd_export)
 
@@ -523,7 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="gpudiff-demo", help="folder for the sample data and the result store")
     p.add_argument("--pair", action="store_true", help="show one pairwise comparison instead of a batch")
     p.add_argument("--backend", choices=("auto", "numpy", "cupy", "emulated-gpu"),
-                   default=os.environ.get("GPUDIFF_BACKEND", "auto") or "auto")
+                   default=os.environ.get("GPUDIFF_BACKEND", "auto") or "auto",
+                   help="auto takes the GPU when CuPy finds one (env GPUDIFF_BACKEND); emulated-gpu runs the GPU code path on the CPU (slow)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("warmup", help="compile the CPU kernels ahead (a fresh install's first run is then fast)",

@@ -231,6 +231,22 @@ class WatchReport:
     kept: int = 0
     polls: int = 0
     decisions: list = field(default_factory=list)
+    #: Files of the last poll not decided yet, name -> why (still being written, or not decodable yet).
+    waiting: dict = field(default_factory=dict)
+
+    def waiting_summary(self, settle: float) -> str:
+        """'3 waiting: 2 still being written (changed in the last 1 s, --settle), 1 not decodable yet'."""
+        if not self.waiting:
+            return ""
+        writing = sum(1 for w in self.waiting.values() if w.startswith("still being written"))
+        broken = len(self.waiting) - writing
+        parts = []
+        if writing:
+            parts.append(f"{writing} still being written (changed in the last {settle:g} s, --settle)")
+        if broken:
+            first = next(f"{n}: {w}" for n, w in self.waiting.items() if not w.startswith("still being written"))
+            parts.append(f"{broken} not decodable yet (e.g. {first})")
+        return f"{len(self.waiting)} waiting: " + ", ".join(parts) + "; they are decided on a later poll"
 
 
 def _atomic_json(path: Path, obj) -> None:
@@ -327,23 +343,29 @@ def watch(
     out = stream if stream is not None else sys.stderr
     while True:
         report.polls += 1
+        report.waiting = {}
         now = time.monotonic()
         for p in _list_images(src, done):
             st = p.stat()
             sig = (st.st_size, st.st_mtime_ns)
             prev = seen.get(p.name)
+            writing = "still being written (size or time changed since the last poll)"
             if prev is None or prev[:2] != sig:
                 seen[p.name] = (*sig, now)
                 if not once:
+                    report.waiting[p.name] = writing
                     continue
             elif now - prev[2] < settle and not once:
+                report.waiting[p.name] = writing
                 continue
             if once and time.time() - st.st_mtime < settle:
-                continue  # still being written (modified moments ago)
+                report.waiting[p.name] = f"still being written (modified {time.time() - st.st_mtime:.1f} s ago)"
+                continue
             try:
                 frame = read_image(p)
-            except GpudiffError:
-                continue  # incomplete (truncated) or not an image yet: next poll
+            except GpudiffError as e:
+                report.waiting[p.name] = " ".join(str(e).split())  # incomplete or not an image yet
+                continue
             d = judge.decide(index, frame)
             d.reason = f"{p.name}: " + d.reason
             if d.keep:

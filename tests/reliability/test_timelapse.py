@@ -200,3 +200,24 @@ def test_watch_refuses_other_options_on_the_same_state(frames_folder, tmp_path, 
     assert main(["watch", str(frames_folder), "--keep-dir", str(kept), "--once", "--rule", "blocks"]) == 2
     assert "other dedup options" in capsys.readouterr().err
     assert main(["watch", str(frames_folder)]) == 2
+
+
+def test_watch_once_says_how_many_wait_and_why(frames_folder, tmp_path, capsys):
+    from gpudiff.cli import main
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    files = sorted(os.listdir(frames_folder))
+    old = time.time() - 60
+    shutil.copy2(frames_folder / files[0], incoming / files[0])  # complete
+    data = (frames_folder / files[1]).read_bytes()
+    (incoming / files[1]).write_bytes(data[: len(data) // 3])  # truncated: does not decode
+    for f in files[:2]:
+        os.utime(incoming / f, (old, old))
+    shutil.copy(frames_folder / files[2], incoming / files[2])  # modified just now
+    shutil.copy(frames_folder / files[3], incoming / files[3])
+    assert main(["watch", str(incoming), "--keep-dir", str(tmp_path / "kept"), "--once", "--settle", "30"]) == 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("gpudiff watch: 1 new frame decided, 1 kept; 3 waiting: ")
+    assert "2 still being written (changed in the last 30 s, --settle)" in last
+    assert f"1 not decodable yet (e.g. {files[1]}: " in last
