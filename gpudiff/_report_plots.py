@@ -666,8 +666,29 @@ def _pending_spans(ax, buckets: Buckets):
     coll.set_gid("pending")
 
 
+#: A threshold this many times beyond the data's extent is not drawn inside the axes (it would squash
+#: the data into a sliver: vtest's kl_prev reaches 0.002 against the rule's 0.2); the legend says so.
+OFF_SCALE = 4.0
+
+
+def _threshold_off_scale(d: ColumnDigest) -> bool:
+    lo, hi = d.vmin, d.vmax
+    if d.threshold is None or lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return False
+    span = hi - lo if hi > lo else abs(hi) or 1.0
+    if d.scale == "linear":
+        return d.threshold > hi + OFF_SCALE * span or d.threshold < lo - OFF_SCALE * span
+    return hi > 0 and (d.threshold > hi * 10.0 ** OFF_SCALE or 0 < d.threshold < (lo or hi) / 10.0 ** OFF_SCALE)
+
+
 def _threshold_lines(ax, d: ColumnDigest, buckets: Buckets, *, axis: str):
-    if d.threshold is not None and (d.scale == "linear" or d.threshold > 0 or d.scale == "symlog"):
+    if d.threshold is not None and _threshold_off_scale(d):
+        side = "above" if d.threshold > d.vmax else "below"
+        # an empty line: the legend entry, not a stretched axis
+        (line,) = ax.plot([], [], linewidth=1.3, label=f"threshold {_fmt(d.threshold)}, off the scale {side} "
+                          f"({d.above} above)", **STYLE["threshold"])
+        line.set_gid("threshold")
+    elif d.threshold is not None and (d.scale == "linear" or d.threshold > 0 or d.scale == "symlog"):
         label = f"threshold {_fmt(d.threshold)} ({d.above} above)"
         line = (ax.axhline if axis == "y" else ax.axvline)(d.threshold, linewidth=1.3, label=label,
                                                           **STYLE["threshold"])

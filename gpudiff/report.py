@@ -863,10 +863,24 @@ def _pair_difference(ref: np.ndarray, mov: np.ndarray, shift) -> tuple[np.ndarra
     return out, how
 
 
+#: Thumbnails narrower than this (a 48x48 clip, a 30x40 calcium frame) are enlarged by a whole factor,
+#: nearest neighbour, so every pixel stays a visible square.
+THUMB_MIN_WIDTH = 120
+
+
+def _enlarge(img: np.ndarray, min_width: int = THUMB_MIN_WIDTH) -> np.ndarray:
+    k = -(-min_width // max(1, img.shape[1]))
+    if k <= 1:
+        return img
+    return np.repeat(np.repeat(img, k, axis=0), k, axis=1)
+
+
 def _encode_thumb(img: np.ndarray) -> tuple[bytes, int, int]:
-    """A thumbnail as JPEG (quality 88: photographs are ~6x smaller than as PNG), with its width and height."""
+    """A thumbnail as JPEG (quality 88: photographs are ~6x smaller than as PNG), with its width and
+    height; small frames enlarged (nearest neighbour) to at least THUMB_MIN_WIDTH px wide."""
     from PIL import Image  # noqa: PLC0415
 
+    img = _enlarge(img)
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(img)).save(buf, format="JPEG", quality=88)
     return buf.getvalue(), int(img.shape[1]), int(img.shape[0])
@@ -1050,7 +1064,8 @@ table.list td,table.list th{border-bottom:1px solid #e4e4e4}
 .badge{display:inline-block;padding:1px 8px;border-radius:3px;font-weight:600;margin-right:4px}
 .b-done{background:#009E73;color:#fff}.b-failed{background:#000;color:#fff}.b-pending{background:#BBBBBB;color:#000}
 .notice{background:#FFF4D6;border-left:6px solid #E69F00;padding:6px 10px;margin:6px 0}
-nav a{margin-right:12px}
+nav#toc{position:sticky;top:0;background:#fff;border-bottom:1px solid #ccc;padding:4px 0;z-index:2}
+nav a{margin-right:12px}nav .sub{font-size:12px;color:#444}nav .sub a{margin-right:8px}
 .row{display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start;margin:8px 0 14px}
 figure{margin:0}figure img{display:block;border:0}
 figcaption{font-size:12px;color:#333;margin-top:2px}
@@ -1114,6 +1129,28 @@ def _fmt_duration(s: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+def _run_flags(attrs: dict) -> str:
+    """The run's sequence passes and saved maps as the flags that asked for them."""
+    cfg = attrs.get("config") if isinstance(attrs.get("config"), dict) else {}
+    seq = cfg.get("sequence") if isinstance(cfg.get("sequence"), dict) else {}
+    out = []
+    if seq.get("flow"):
+        out.append(f"--flow (radius {seq.get('flow_radius', '?')})")
+    if seq.get("events"):
+        out.append("--corrupt --cuts" + (f" {seq['event_options']}" if seq.get("event_options") else ""))
+    if seq.get("background"):
+        bo = seq.get("background_options") or {}
+        keys = ("k", "learning_rate", "min_std", "init_frames", "cleanup_radius", "align")
+        out.append("--background (" + ", ".join(f"{k} {bo[k]}" for k in keys if k in bo) + ")")
+    maps = cfg.get("save_maps") or []
+    if maps:
+        out.append("--save-maps " + ",".join(maps))
+    pairs = attrs.get("pairs")
+    if pairs and pairs not in ("consecutive", "manifest"):
+        out.append(f"--pairs {pairs}")
+    return " ".join(out)
+
+
 def _options_html(attrs: dict) -> str:
     opts = attrs.get("options")
     if not isinstance(opts, dict) or not opts:
@@ -1172,6 +1209,9 @@ def _header_html(run: _Run, source_note_ok: bool) -> str:
     if run.thresholds:
         rows.append(("Thresholds", _esc(", ".join(f"{k} {_fmt(v)}" for k, v in run.thresholds.items()))))
     rows.append(("Options", _options_html(a)))
+    run_flags = _run_flags(a)
+    if run_flags:
+        rows.append(("Run", f'<span class="mono">{_esc(run_flags)}</span>'))
     rows.append(("gpudiff", _esc(f"{a.get('gpudiff_version', '?')} (store version {a.get('gpudiff_store_version')})")))
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     name = Path(s["path"]).name
@@ -1201,7 +1241,7 @@ def _pairs_html(title: str, anchor: str, intro: str, rows: list[_Pair], vmax: fl
     scale = (f" Heat maps share one viridis scale: dark 0 to bright {_fmt(vmax)} (intensity units, the 99th "
              "percentile of the table's maps).") if vmax > 0 else ""
     return (f'<section id="{anchor}"><h2>{_esc(title)}</h2><p>{_esc(intro)}{scale} Thumbnails are block means '
-            f'down to at most {THUMB_WIDTH} px wide.</p><table class="pairs list">{head}{"".join(body)}</table>'
+            f'down to at most {THUMB_WIDTH} px wide (small frames enlarged to {THUMB_MIN_WIDTH} px, pixels kept square).</p><table class="pairs list">{head}{"".join(body)}</table>'
             "</section>")
 
 
@@ -1253,7 +1293,10 @@ def _page(run: _Run, cols: _Columns, extra: dict, notices: list, pairs: dict, fg
     if pairs:
         nav += [("most-changed", "Most changed"), ("least-changed", "Least changed")]
     nav.append(("failures", "Failed items"))
-    parts.append("<nav>" + "".join(f'<a href="#{a}">{_esc(t)}</a>' for a, t in nav) + "</nav>")
+    by_col_names = list(dict.fromkeys(f.column for f in cols.figures))
+    sub = "".join(f'<a href="#metric-{_esc(c)}">{_esc(c)}</a>' for c in by_col_names)
+    parts.append('<nav id="toc"><b>Contents</b> ' + "".join(f'<a href="#{a}">{_esc(t)}</a>' for a, t in nav)
+                 + (f'<div class="sub">Metrics: {sub}</div>' if sub else "") + "</nav>")
     if notices:
         parts.append('<section id="notices">' + "".join(f'<div class="notice">{_esc(n)}</div>' for n in notices)
                      + "</section>")

@@ -568,11 +568,53 @@ def test_flow_and_foreground_sections_from_a_tiff_source(tmp_path):
     section = page.split('id="foreground"')[1].split("</section>")[0]
     assert re.findall(r'id="mask-(\d+)"', section) == [str(i) for i in sorted(np.argsort(-fg)[:4])]
     last = n - 1
-    img = np.asarray(PIL.open(io.BytesIO(_images(section)[-1][1])).convert("RGB"), dtype=float)
-    assert img.shape == (h, w, 3)  # small frames are not upscaled
+    big = np.asarray(PIL.open(io.BytesIO(_images(section)[-1][1])).convert("RGB"), dtype=float)
+    k = -(-120 // w)  # small frames are enlarged by a whole factor to >= 120 px, nearest neighbour
+    assert big.shape == (h * k, w * k, 3)
+    img = big.reshape(h, k, w, k, 3).mean(axis=(1, 3))  # back to one value per frame pixel
+    assert np.abs(big[::k, ::k] - img).mean() < 4  # square blocks of one value (up to JPEG)
     inside = img[12 : 10 + last, 22 : 20 + last].mean(axis=(0, 1))
     outside = img[30:, :15].mean(axis=(0, 1))
     assert inside[0] > inside[1] + 40 > inside[2] + 40  # vermillion (213, 94, 0) blended in
     assert abs(outside[0] - outside[2]) < 12  # grey where there is no mask
     assert "uint16 frames shown scaled" in page
     assert (tmp_path / "png" / "foreground_masks.png").exists()
+
+
+def test_contents_link_every_section_and_metric_row_and_the_run_row_names_its_flags(data_dir, tmp_path):
+    from gpudiff.cli import main
+
+    src = data_dir / "cdnet2014-traffic-subset/input"
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for p in sorted(src.iterdir())[:20]:
+        shutil.copy2(p, clip / p.name)
+    store = tmp_path / "s.zarr"
+    assert main(["run", str(clip), "--out", str(store), "--flow", "--corrupt", "--cuts", "--background",
+                 "--save-maps", "foreground", "--metrics", "manhattan,ssim", "--no-progress"]) == 0
+    build_report(str(store), html=str(tmp_path / "r.html"))
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    toc = page.split('<nav id="toc">')[1].split("</nav>")[0]
+    linked = set(re.findall(r'href="#([^"]+)"', toc))
+    rows = set(re.findall(r'<div class="row" id="(metric-[^"]+)"', page))
+    sections = set(re.findall(r'<section id="([^"]+)"', page)) - {"notices"}
+    assert rows and rows <= linked
+    assert sections <= linked, sections - linked
+    run_row = page.split("<th>Run</th>")[1].split("</tr>")[0]
+    for flag in ("--flow (radius 7)", "--corrupt --cuts", "--background (k 3.5", "--save-maps foreground"):
+        assert flag in run_row, flag
+
+
+def test_a_threshold_far_off_the_data_does_not_squash_the_histogram():
+    n = 500
+    v = np.random.default_rng(0).gamma(4.0, 1e-4, n)  # like vtest's kl_prev: ~0.0004, max ~0.002
+    b = rp.make_buckets(n, 2000)
+    d = rp.digest_column("kl_prev", v, b, done=np.ones(n, bool), threshold=0.2)
+    ax = rp.histogram_figure(d, xlabel="kl_prev").axes[0]
+    assert ax.get_xlim()[1] < 2 * v.max()  # the axis spans the data, not the threshold
+    (line,) = [x for x in ax.get_lines() if x.get_gid() == "threshold"]
+    assert "off the scale above" in line.get_label() and len(line.get_xdata()) == 0
+    near = rp.digest_column("kl_prev", v, b, done=np.ones(n, bool), threshold=float(v.max() * 1.5))
+    ax = rp.histogram_figure(near, xlabel="kl_prev").axes[0]
+    (line,) = [x for x in ax.get_lines() if x.get_gid() == "threshold"]
+    assert line.get_xdata()[0] == pytest.approx(v.max() * 1.5)  # drawn where it is
