@@ -69,6 +69,22 @@ def data_dir() -> Path:
 
 
 @pytest.fixture
+def cdnet_clip(data_dir, tmp_path):
+    """``cdnet_clip(n)``: a folder of the first ``n`` real CDnet traffic frames (camera jitter)."""
+    import shutil
+
+    def make(n: int) -> Path:
+        src = data_dir / "cdnet2014-traffic-subset/input"
+        out = tmp_path / f"cdnet-{n}"
+        out.mkdir(exist_ok=True)
+        for p in sorted(src.iterdir())[:n]:
+            shutil.copy2(p, out / p.name)
+        return out
+
+    return make
+
+
+@pytest.fixture
 def force_kernel_flavour(monkeypatch):
     """Make pair_sums launch a pair_stats kernel the size rules would not pick, to test every one.
 

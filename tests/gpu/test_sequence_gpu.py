@@ -3,7 +3,6 @@ same numbers as on the CPU, through the real command line."""
 
 from __future__ import annotations
 
-import shutil
 
 import numpy as np
 import pytest
@@ -12,13 +11,8 @@ pytestmark = pytest.mark.gpu
 
 
 @pytest.fixture
-def clip(tmp_path, data_dir):
-    src = data_dir / "cdnet2014-traffic-subset/input"
-    out = tmp_path / "clip"
-    out.mkdir()
-    for name in sorted(p.name for p in src.iterdir())[:24]:
-        shutil.copy2(src / name, out / name)
-    return out
+def clip(cdnet_clip):
+    return cdnet_clip(24)
 
 
 def test_run_sequence_features_on_the_gpu_equal_the_cpu(tmp_path, clip, gpu_backend):

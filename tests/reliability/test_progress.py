@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import io
 import json
-import shutil
 import time
 
 import numpy as np
@@ -17,13 +16,8 @@ from gpudiff.runner import RunConfig, run
 
 
 @pytest.fixture
-def clip(data_dir, tmp_path):
-    src = data_dir / "cdnet2014-traffic-subset/input"
-    out = tmp_path / "clip"
-    out.mkdir()
-    for name in sorted(p.name for p in src.iterdir())[:25]:
-        shutil.copy2(src / name, out / name)
-    return out
+def clip(cdnet_clip):
+    return cdnet_clip(25)
 
 
 def _slowed(monkeypatch, seconds):

@@ -581,14 +581,10 @@ def test_flow_and_foreground_sections_from_a_tiff_source(tmp_path):
     assert (tmp_path / "png" / "foreground_masks.png").exists()
 
 
-def test_contents_link_every_section_and_metric_row_and_the_run_row_names_its_flags(data_dir, tmp_path):
+def test_contents_link_every_section_and_metric_row_and_the_run_row_names_its_flags(cdnet_clip, tmp_path):
     from gpudiff.cli import main
 
-    src = data_dir / "cdnet2014-traffic-subset/input"
-    clip = tmp_path / "clip"
-    clip.mkdir()
-    for p in sorted(src.iterdir())[:20]:
-        shutil.copy2(p, clip / p.name)
+    clip = cdnet_clip(20)
     store = tmp_path / "s.zarr"
     assert main(["run", str(clip), "--out", str(store), "--flow", "--corrupt", "--cuts", "--background",
                  "--save-maps", "foreground", "--metrics", "manhattan,ssim", "--no-progress"]) == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import io
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -45,7 +44,7 @@ def test_after_warmup_a_new_process_compiles_nothing(capsys):
         assert hits >= 1 and misses == 0, (name, hits, misses)
 
 
-def test_a_run_reports_its_start_up_and_the_rate_after_it(data_dir, tmp_path, monkeypatch):
+def test_a_run_reports_its_start_up_and_the_rate_after_it(cdnet_clip, tmp_path, monkeypatch):
     module = importlib.import_module("gpudiff.compare")
     real = module._compare_arrays
     calls = []
@@ -56,11 +55,7 @@ def test_a_run_reports_its_start_up_and_the_rate_after_it(data_dir, tmp_path, mo
         return real(*a, **k)
 
     monkeypatch.setattr(module, "_compare_arrays", first_is_slow)
-    src = data_dir / "cdnet2014-traffic-subset/input"
-    clip = tmp_path / "clip"
-    clip.mkdir()
-    for p in sorted(src.iterdir())[:40]:
-        shutil.copy2(p, clip / p.name)
+    clip = cdnet_clip(40)
     report = run(RunConfig(source=str(clip), out=str(tmp_path / "w.zarr"), chunk=8, workers=1, progress=False,
                            log_every_s=1e9),
                  CompareOptions(metrics=("manhattan",), backend="numpy"), stream=io.StringIO())
