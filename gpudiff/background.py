@@ -415,10 +415,12 @@ def estimate_shift(reference, frame, *, options: BackgroundOptions | None = None
 
     Notes
     -----
-    :func:`gpudiff.align.phase_cross_correlation` on the grey frames. Computed once per frame on
-    the whole frame, then handed to every tile's model.
+    :func:`gpudiff.align.phase_cross_correlation` on the grey frames; (0, 0) when
+    :func:`gpudiff.align.alignment_problem` distrusts the estimate (significance below the floor, or
+    past a quarter of the frame). Computed once per frame on the whole frame, then handed to every
+    tile's model.
     """
-    from .align import phase_cross_correlation  # noqa: PLC0415
+    from .align import alignment_problem, phase_cross_correlation  # noqa: PLC0415
 
     options = options or BackgroundOptions()
     _check_frame(reference)
@@ -429,9 +431,10 @@ def estimate_shift(reference, frame, *, options: BackgroundOptions | None = None
             "all frames of a sequence must have one size"
         )
     xp = get_namespace(reference, frame)
-    a = phase_cross_correlation(
-        _to_gray_f32(reference, xp), _to_gray_f32(frame, xp), upsample_factor=options.upsample_factor
-    )
+    ref = _to_gray_f32(reference, xp)
+    a = phase_cross_correlation(ref, _to_gray_f32(frame, xp), upsample_factor=options.upsample_factor)
+    if alignment_problem(a, ref.shape) is not None:
+        return 0.0, 0.0  # not a trustworthy registration (compare.py's floor): leave the frame as it is
     return float(a.shift[0]), float(a.shift[1])
 
 

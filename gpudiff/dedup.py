@@ -324,9 +324,11 @@ def _prepare(reference, moving, options: DedupOptions, xp):
     b = to_gray(moving).astype(xp.float32, copy=False)
     if options.align:
         # a shaking or drifting camera: compare over the registered overlap only
-        from .align import phase_cross_correlation, register_overlap  # noqa: PLC0415
+        from .align import alignment_problem, phase_cross_correlation, register_overlap  # noqa: PLC0415
 
-        shift = phase_cross_correlation(a, b, upsample_factor=options.upsample).shift
+        est = phase_cross_correlation(a, b, upsample_factor=options.upsample)
+        # a shift phase correlation cannot vouch for (a new scene, a light change) is not applied
+        shift = est.shift if alignment_problem(est, a.shape) is None else (0.0, 0.0)
         a, b = register_overlap(a, b, shift)
         a = a.astype(xp.float32, copy=False)
         b = b.astype(xp.float32, copy=False)

@@ -184,3 +184,23 @@ def test_run_records_align_ok_and_fail_mode_fails_only_that_item(tmp_path, data_
     cols = s.read(["status", "error"])
     assert cols["status"].tolist() == [2, 1]
     assert "alignment not trusted" in str(cols["error"][0])
+
+
+def test_dedup_and_background_registration_use_the_same_floor(data_dir):
+    """dedup --align and --bg-align apply an estimated shift only when it is trusted."""
+    from gpudiff.background import estimate_shift
+    from gpudiff.dedup import DedupOptions, change_score
+
+    p = data_dir / "opencv-samples/pairs"
+    A = np.asarray(Image.open(p / "leuvenA.jpg").convert("L"))
+    B = np.asarray(Image.open(p / "leuvenB.jpg").convert("L"))
+    assert estimate_shift(A, B) == (0.0, 0.0)  # the raw estimate would be (-7, -260)
+    aligned = change_score(A, B, options=DedupOptions(align=True))
+    plain = change_score(A, B, options=DedupOptions(align=False))
+    assert aligned.statistic == plain.statistic  # compared unaligned, as without --align
+    # a real shift is still applied
+    cam = np.asarray(Image.open(data_dir / "skimage-data/camera.png").convert("L"))
+    a, b = cam[40:440, 40:440], cam[52:452, 31:431]
+    assert estimate_shift(a, b) == (12.0, -9.0)
+    registered = change_score(a, b, options=DedupOptions(align=True)).statistic
+    assert registered < 0.1 * change_score(a, b, options=DedupOptions(align=False)).statistic
