@@ -106,7 +106,7 @@ def timed(fn, repeat: int):
 
 
 def run_gpudiff(frames, options, xp):
-    from gpudiff.background import background_subtract
+    from gpudiff.sequence._background import background_subtract
 
     if xp is not np:
         frames = [xp.asarray(f) for f in frames]
@@ -143,7 +143,7 @@ def machine_info(backend: str, xp) -> dict:
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     if backend == "cupy":
-        from gpudiff._backend import device_name
+        from gpudiff.backend import device_name
 
         info["gpu"] = device_name(xp)
     return info
@@ -169,8 +169,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, help="write the results here too")
     args = ap.parse_args(argv)
 
-    from gpudiff._backend import resolve_backend
-    from gpudiff.background import BackgroundOptions
+    from gpudiff.backend import resolve_backend
+    from gpudiff.sequence._background import BackgroundOptions
 
     xp = resolve_backend(args.backend)
     bgr, rgb, gt, inside = load(find_data_dir())
@@ -215,7 +215,7 @@ def main(argv=None) -> int:
 
     sweep = []
     if args.sweep:
-        from gpudiff.background import background_subtract
+        from gpudiff.sequence._background import background_subtract
 
         print()
         print("Sweep: one option changed at a time from the defaults (F-measure, all 101 frames)")

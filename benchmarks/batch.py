@@ -223,7 +223,7 @@ def read_dask_zarr(path: Path) -> int:
 
 def gpudiff_run(stack: Path, out: Path, metrics) -> object:
     from gpudiff.options import CompareOptions
-    from gpudiff.runner import RunConfig, run
+    from gpudiff.engine._runner import RunConfig, run
 
     if out.exists():
         shutil.rmtree(out)
@@ -331,7 +331,7 @@ def opencv_ssim(x: np.ndarray, y: np.ndarray, data_range: float) -> float:
 
 def agreement(store_path: Path, loop: list[dict], names) -> tuple[float, str]:
     """Largest |gpudiff - OpenCV| / max(|OpenCV|, 1) over every item and the given columns."""
-    from gpudiff.store import ResultStore
+    from gpudiff.engine._store import ResultStore
 
     cols = ResultStore.open(str(store_path)).read(list(names))
     worst, where = 0.0, ""
@@ -349,9 +349,9 @@ def agreement(store_path: Path, loop: list[dict], names) -> tuple[float, str]:
 
 def per_frame_costs(stack: Path, calls: int) -> dict:
     """Per-call medians (ms) of the steps a run does per frame, on one pair, in this thread."""
-    from gpudiff.compare import compare
-    from gpudiff.io.sources import open_source
-    from gpudiff.metrics import pair_sums
+    from gpudiff.pair._compare import compare
+    from gpudiff.io._sources import open_source
+    from gpudiff.pair._sums import pair_sums
     from gpudiff.options import CompareOptions
 
     src = open_source(str(stack))
@@ -559,8 +559,8 @@ def main(argv=None) -> int:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     base_wall, base_rss, _ = subprocess_rss(
-        [sys.executable, "-c", "import gpudiff.runner, gpudiff.compare, gpudiff.metrics, gpudiff.store, "
-         "gpudiff.io.sources, dask, zarr, tifffile, numba"], env)
+        [sys.executable, "-c", "import gpudiff.engine._runner, gpudiff.pair._compare, gpudiff.pair._sums, gpudiff.engine._store, "
+         "gpudiff.io._sources, dask, zarr, tifffile, numba"], env)
     sub = []
     for r, m in zip(linear, lengths):
         out = work / f"sub-len{m}.zarr"

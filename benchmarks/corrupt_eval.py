@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Corrupted-frame and scene-cut detection (``gpudiff.corrupt``) against the KL > 0.2 rule, on real clips.
+"""Corrupted-frame and scene-cut detection (``gpudiff.sequence._corrupt``) against the KL > 0.2 rule, on real clips.
 
 Usage::
 
@@ -64,7 +64,7 @@ if str(REPO) not in sys.path:
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gpudiff.corrupt import (  # noqa: E402
+from gpudiff.sequence._corrupt import (
     EventOptions,
     check_motion,
     detect_events,
@@ -72,7 +72,7 @@ from gpudiff.corrupt import (  # noqa: E402
     kl_rule,
     pair_features,
 )
-from gpudiff.io.sources import open_source  # noqa: E402
+from gpudiff.io._sources import open_source  # noqa: E402
 
 #: name, path in the data folder, frames, step, downscale factor
 CLIPS = [

@@ -133,8 +133,8 @@ def main(argv=None) -> int:
     import skimage
     from skimage.registration import optical_flow_ilk
 
-    from gpudiff._backend import resolve_backend, to_host
-    from gpudiff.flow import _pyramid_shapes, optical_flow_lk
+    from gpudiff.backend import resolve_backend, to_host
+    from gpudiff.sequence._flow import _pyramid_shapes, optical_flow_lk
 
     xp = resolve_backend(args.backend)
     sync = (lambda: xp.cuda.get_current_stream().synchronize()) if xp is not np else (lambda: None)

@@ -10,7 +10,7 @@ What it measures (each printed, summarised in one table, never asserted):
 1. **device-to-device copy bandwidth** (CuPy ``copyto`` of a large buffer, timed with CUDA events;
    bytes read + written): the card's practical HBM figure, the reference of the next rows;
 2. **host-to-device bandwidth**, pageable (a NumPy array) and pinned (``cupyx.empty_pinned``);
-3. the **fused pass** (``gpudiff.metrics.pair_sums(impl="cuda")``, norms + 256-bin histograms) on a
+3. the **fused pass** (``gpudiff.pair._sums.pair_sums(impl="cuda")``, norms + 256-bin histograms) on a
    4096^2 uint8 pair and on one 1024^2 uint16 pair (the batch frame): bytes read per second as a
    fraction of the copy bandwidth, and its agreement with the xp reference implementation;
 4. **stage costs** on one 1024^2 pair: alignment (``phase_cross_correlation``, upsample 10) and SSIM,
@@ -18,7 +18,7 @@ What it measures (each printed, summarised in one table, never asserted):
 5. **cold start**, in fresh processes: ``import cupy`` / ``import gpudiff`` time, the first
    ``pair_sums`` call with an empty kernel cache (NVRTC compiles ``kernels/pair_stats.cu``), the
    first call with the disk cache warm, and a warm call;
-6. the **batch engine** (``gpudiff.runner.run``, what ``gpudiff run`` calls) on a synthetic stack of
+6. the **batch engine** (``gpudiff.engine._runner.run``, what ``gpudiff run`` calls) on a synthetic stack of
    256 frames of 1024^2 uint16 (a TIFF in a temporary folder), metrics without SSIM, and with
    ``--align`` and every metric incl. SSIM: frames/s against the floor min(pinned H2D, host read),
    and against gpudiff on NumPy on the same stack.
@@ -91,7 +91,7 @@ class Device:
     """The backend's namespace with its timers."""
 
     def __init__(self, backend: str):
-        from gpudiff import _backend
+        from gpudiff import backend as _backend
 
         self.backend = backend
         self.xp = _backend.resolve_backend(backend)
@@ -200,7 +200,7 @@ def _sums(s) -> dict:
 
 
 def bench_fused(d: Device, s: dict, copy_GBps: float) -> dict:
-    from gpudiff.metrics import pair_sums
+    from gpudiff.pair._sums import pair_sums
 
     out = {}
     for label, size, dtype, rng in (("uint8 gray", s["fused"], np.uint8, (0.0, 256.0)),
@@ -226,8 +226,8 @@ def bench_fused(d: Device, s: dict, copy_GBps: float) -> dict:
 
 
 def bench_stages(d: Device, s: dict, copy_GBps: float) -> dict:
-    from gpudiff.align import phase_cross_correlation
-    from gpudiff.ssim import structural_similarity
+    from gpudiff.pair._align import phase_cross_correlation
+    from gpudiff.pair._ssim import structural_similarity
 
     size = s["frame"]
     a, b = _pair(size, np.uint16)
@@ -251,8 +251,8 @@ if backend == "cupy":
 t1 = time.perf_counter()
 import numpy as np
 import gpudiff
-from gpudiff import _backend
-from gpudiff.metrics import pair_sums
+from gpudiff import backend as _backend
+from gpudiff.pair._sums import pair_sums
 t2 = time.perf_counter()
 xp = _backend.resolve_backend(backend)
 a = xp.asarray(np.arange(1 << 20, dtype=np.uint16).reshape(1024, 1024))
@@ -313,7 +313,7 @@ def _read_floor(path: Path, n: int, size: int) -> float:
 
 def bench_batch(d: Device, s: dict, h2d_pinned_GBps: float, copy_GBps: float) -> dict:
     from gpudiff.options import ALL_METRICS, CompareOptions
-    from gpudiff.runner import RunConfig, run
+    from gpudiff.engine._runner import RunConfig, run
 
     n, size = s["frames"], s["frame"]
     tmp = Path(tempfile.mkdtemp(prefix="gpudiff-gpu-bench-"))
@@ -434,7 +434,7 @@ def main(argv=None) -> int:
     backend = args.backend or ("emulated-gpu" if args.rehearse else os.environ.get("DEVICE_CHECK_BACKEND", "cupy"))
     s = SIZES[mode]
 
-    from gpudiff import _backend
+    from gpudiff import backend as _backend
 
     if backend == "cupy" and not _backend.cupy_available():
         print("gpu_bench: skipped: CuPy is not installed or sees no CUDA device (run it on a GPU machine through "

@@ -7,7 +7,7 @@ Usage::
                                       [--json out.json]
 
 For each chunk size a synthetic but realistic store is written directly with
-:class:`gpudiff.store.ResultStore` (whole columns at creation, then ``status`` and ``error`` through
+:class:`gpudiff.engine._store.ResultStore` (whole columns at creation, then ``status`` and ``error`` through
 zarr): every metric column of a full run (the 19 of ``METRIC_COLUMNS``), ``shift`` (aligned run),
 the sequence columns ``keep`` (about 1 frame in 8 kept), ``repeat_of``, ``corrupt`` (0.1 %), ``cut``
 (0.01 %), ``change`` with ``thresholds = {"change": ...}`` in the attributes, ``kl_prev``, and 0.5 %
@@ -51,7 +51,7 @@ def make_store(path: Path, n: int, chunk: int, seed: int = 0) -> float:
     """Write the synthetic store; returns seconds taken."""
     import zarr
 
-    from gpudiff.store import METRIC_COLUMNS, Field, ResultStore
+    from gpudiff.engine._store import METRIC_COLUMNS, Field, ResultStore
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)

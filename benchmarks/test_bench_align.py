@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpudiff._backend import cupy_available
-from gpudiff.align import phase_cross_correlation
+from gpudiff.backend import cupy_available
+from gpudiff.pair._align import phase_cross_correlation
 
 cv2 = pytest.importorskip("cv2")
 skimage_registration = pytest.importorskip("skimage.registration")

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpudiff import metrics
-from gpudiff._backend import cupy_available
-from gpudiff.metrics import pair_sums
+from gpudiff.pair import _sums as metrics
+from gpudiff.backend import cupy_available
+from gpudiff.pair._sums import pair_sums
 
 cv2 = pytest.importorskip("cv2")
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpudiff._backend import cupy_available
-from gpudiff.ssim import numba_available, structural_similarity
+from gpudiff.backend import cupy_available
+from gpudiff.pair._ssim import numba_available, structural_similarity
 
 cv2 = pytest.importorskip("cv2")
 skimage_metrics = pytest.importorskip("skimage.metrics")

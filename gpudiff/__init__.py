@@ -3,21 +3,38 @@
 The one call most people need is :func:`compare`; the building blocks it uses are public too.
 """
 
-from .align import Alignment, phase_cross_correlation, register_overlap
-from .background import BackgroundModel, BackgroundOptions, background_subtract
-from .compare import Comparison, compare
-from .corrupt import EventOptions, detect_events, detect_sequence
-from .dedup import DedupOptions, Deduplicator, change_score, dedup
+from ._version import __version__
 from .errors import BackendUnavailable, ConfigError, GpudiffError, InputError
-from .flow import flow_magnitude_stats, optical_flow_lk, track_corners
-from .histograms import histogram_distances
-from .io.images import read_image
-from .metrics import PairSums, pair_sums
+from .io import read_image
 from .options import CompareOptions
-from .preprocess import prepare_pair
-from .ssim import structural_similarity
+from .pair import (
+    Alignment,
+    Comparison,
+    PairSums,
+    compare,
+    histogram_distances,
+    pair_sums,
+    phase_cross_correlation,
+    prepare_pair,
+    register_overlap,
+    structural_similarity,
+)
+from .sequence import (
+    BackgroundModel,
+    BackgroundOptions,
+    DedupOptions,
+    Deduplicator,
+    EventOptions,
+    background_subtract,
+    change_score,
+    dedup,
+    detect_events,
+    detect_sequence,
+    flow_magnitude_stats,
+    optical_flow_lk,
+    track_corners,
+)
 
-__version__ = "0.1.0"
 
 __all__ = [
     "compare",

@@ -1,7 +1,7 @@
 """Shared fixtures: the backends to run each test body on, and the real data beside the checkout.
 
 The "cupy" case of every ``xp``-parametrised test (marker ``gpu``) runs on the real CuPy where a
-device is, and on the emulated GPU (``gpudiff._emulated``: the CuPy code path with NumPy memory,
+device is, and on the emulated GPU (``gpudiff.backend._emulated``: the CuPy code path with NumPy memory,
 kernels under the CPU CUDA emulator) everywhere else, so CI executes the GPU branches. Tests that
 need the real hardware (timing, pinned memory behaviour) carry ``device_only`` and skip without it.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpudiff._backend import cupy_available
+from gpudiff.backend import cupy_available
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 if "GPUDIFF_DATA" in os.environ:
@@ -39,7 +39,7 @@ def xp(request):
     """numpy, or the GPU namespace: CuPy on a device, the emulated GPU elsewhere."""
     if request.param == "numpy":
         return np
-    from gpudiff._backend import resolve_backend
+    from gpudiff.backend import resolve_backend
 
     return resolve_backend(_device_backend())
 
@@ -52,8 +52,8 @@ def gpu_backend() -> str:
 
 @pytest.fixture(scope="session")
 def cp(gpu_backend):
-    """The GPU namespace (cupy, or gpudiff._emulated) for tests of the GPU path."""
-    from gpudiff._backend import resolve_backend
+    """The GPU namespace (cupy, or gpudiff.backend._emulated) for tests of the GPU path."""
+    from gpudiff.backend import resolve_backend
 
     return resolve_backend(gpu_backend)
 
@@ -92,7 +92,7 @@ def force_kernel_flavour(monkeypatch):
     (the multi-channel kernel for one channel), ``global-hist`` (histograms in global memory, no
     shared memory) in one string. The names follow ``metrics._cuda_kernel_name``.
     """
-    from gpudiff import metrics
+    from gpudiff.pair import _sums as metrics
 
     def force(flavour: str) -> None:
         real = metrics._cuda_kernel_name

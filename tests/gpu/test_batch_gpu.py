@@ -10,7 +10,7 @@ pytestmark = pytest.mark.gpu
 
 def test_to_device_through_pinned_staging_is_exact(cp):
     cupy = cp
-    from gpudiff._backend import device_stream, to_device
+    from gpudiff.backend import device_stream, to_device
 
     rng = np.random.default_rng(0)
     for dtype in (np.uint8, np.uint16, np.float32):
@@ -22,8 +22,8 @@ def test_to_device_through_pinned_staging_is_exact(cp):
 
 
 def test_batch_on_the_gpu_equals_the_cpu(tmp_path, data_dir, gpu_backend):
-    from gpudiff.cli import main
-    from gpudiff.store import ResultStore
+    from gpudiff.cli._main import main
+    from gpudiff.engine._store import ResultStore
 
     src = data_dir / "cdnet2014-traffic-subset/input"
     outs = {}

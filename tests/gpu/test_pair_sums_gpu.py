@@ -1,7 +1,7 @@
 """The CUDA fused pass (kernels/pair_stats.cu) against the reference implementation on NumPy.
 
 On a GPU through CuPy; elsewhere on the emulated GPU, where the same .cu runs under the CPU CUDA
-emulator with the same host-side launch code (gpudiff.metrics._pair_sums_cuda).
+emulator with the same host-side launch code (gpudiff.pair._sums._pair_sums_cuda).
 
 Every kernel of the family is exercised: each dtype, 32- and 64-bit indexing, the single-channel
 (c1) and the general kernels, shared-memory and global-memory histograms. Integer images must
@@ -13,9 +13,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpudiff import _kernels, metrics
-from gpudiff._backend import cupy_available, resolve_backend
-from gpudiff.metrics import pair_sums
+from gpudiff.backend import _kernels
+from gpudiff.pair import _sums as metrics
+from gpudiff.backend import cupy_available, resolve_backend
+from gpudiff.pair._sums import pair_sums
 
 pytestmark = pytest.mark.gpu
 

@@ -16,8 +16,8 @@ def clip(cdnet_clip):
 
 
 def test_run_sequence_features_on_the_gpu_equal_the_cpu(tmp_path, clip, gpu_backend):
-    from gpudiff.cli import main
-    from gpudiff.store import ResultStore
+    from gpudiff.cli._main import main
+    from gpudiff.engine._store import ResultStore
 
     stores = {}
     for backend in ("numpy", gpu_backend):
@@ -40,8 +40,8 @@ def test_run_sequence_features_on_the_gpu_equal_the_cpu(tmp_path, clip, gpu_back
 
 
 def test_dedup_on_the_gpu_equals_the_cpu(data_dir, gpu_backend):
-    from gpudiff.dedup import DedupOptions, dedup
-    from gpudiff.io.sources import open_source
+    from gpudiff.sequence._dedup import DedupOptions, dedup
+    from gpudiff.io._sources import open_source
 
     src = open_source(str(data_dir / "opencv-samples/video/vtest.avi"))
 

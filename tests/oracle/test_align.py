@@ -1,4 +1,4 @@
-"""gpudiff.align against scikit-image's phase_cross_correlation and OpenCV's phaseCorrelate on real
+"""gpudiff.pair._align against scikit-image's phase_cross_correlation and OpenCV's phaseCorrelate on real
 images, with shifts of known ground truth (np.roll, crop windows, Fourier shifts, and the masked
 pairs of skimage-registration-shifts).
 
@@ -22,8 +22,8 @@ skimage_registration = pytest.importorskip("skimage.registration")
 skimage_io = pytest.importorskip("skimage.io")
 scipy_ndimage = pytest.importorskip("scipy.ndimage")
 
-from gpudiff.align import phase_cross_correlation, register_overlap  # noqa: E402
-from gpudiff._backend import to_host  # noqa: E402
+from gpudiff.pair._align import phase_cross_correlation, register_overlap  # noqa: E402
+from gpudiff.backend import to_host  # noqa: E402
 
 sk_pcc = skimage_registration.phase_cross_correlation
 

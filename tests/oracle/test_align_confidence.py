@@ -16,11 +16,11 @@ import pytest
 from PIL import Image
 
 from gpudiff import compare
-from gpudiff.align import AUTO_SIGNIFICANCE, Alignment, alignment_problem, phase_cross_correlation
-from gpudiff.cli import main
+from gpudiff.pair._align import AUTO_SIGNIFICANCE, Alignment, alignment_problem, phase_cross_correlation
+from gpudiff.cli._main import main
 from gpudiff.errors import ConfigError, InputError
 from gpudiff.options import CompareOptions
-from gpudiff.store import ResultStore
+from gpudiff.engine._store import ResultStore
 
 
 def _gray(path) -> np.ndarray:
@@ -188,8 +188,8 @@ def test_run_records_align_ok_and_fail_mode_fails_only_that_item(tmp_path, data_
 
 def test_dedup_and_background_registration_use_the_same_floor(data_dir):
     """dedup --align and --bg-align apply an estimated shift only when it is trusted."""
-    from gpudiff.background import estimate_shift
-    from gpudiff.dedup import DedupOptions, change_score
+    from gpudiff.sequence._background import estimate_shift
+    from gpudiff.sequence._dedup import DedupOptions, change_score
 
     p = data_dir / "opencv-samples/pairs"
     A = np.asarray(Image.open(p / "leuvenA.jpg").convert("L"))

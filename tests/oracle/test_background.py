@@ -1,4 +1,4 @@
-"""gpudiff.background against hand-computed values, an independent float64 NumPy loop, SciPy's
+"""gpudiff.sequence._background against hand-computed values, an independent float64 NumPy loop, SciPy's
 ``ndimage.shift``, OpenCV's MOG2 and the CDnet 2014 ground truth (cameraJitter/traffic, frames
 950-1050), plus the exactness of tiling (tiled == whole, bit for bit).
 
@@ -18,8 +18,8 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 scipy_ndimage = pytest.importorskip("scipy.ndimage")
 
-from gpudiff._backend import to_host  # noqa: E402
-from gpudiff.background import (  # noqa: E402
+from gpudiff.backend import to_host  # noqa: E402
+from gpudiff.sequence._background import (
     BackgroundModel,
     BackgroundOptions,
     Tile,

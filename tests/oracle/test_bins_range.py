@@ -14,11 +14,11 @@ import pytest
 import tifffile
 
 from gpudiff import compare
-from gpudiff.cli import main
-from gpudiff.compare import auto_top
+from gpudiff.cli._main import main
+from gpudiff.pair._compare import auto_top
 from gpudiff.errors import ConfigError
 from gpudiff.options import CompareOptions
-from gpudiff.store import ResultStore
+from gpudiff.engine._store import ResultStore
 
 METHODS = [("kl", cv2.HISTCMP_KL_DIV), ("chi2", cv2.HISTCMP_CHISQR), ("intersection", cv2.HISTCMP_INTERSECT),
            ("bhattacharyya", cv2.HISTCMP_BHATTACHARYYA), ("correlation", cv2.HISTCMP_CORREL)]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import gpudiff
-from gpudiff.cli import main
+from gpudiff.cli._main import main
 
 cv2 = pytest.importorskip("cv2")
 skm = pytest.importorskip("skimage.metrics")

@@ -1,13 +1,13 @@
-"""Corrupted-frame and scene-cut detection (gpudiff.corrupt) on real clips, against OpenCV and plain loops."""
+"""Corrupted-frame and scene-cut detection (gpudiff.sequence._corrupt) on real clips, against OpenCV and plain loops."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from gpudiff import corrupt as C
-from gpudiff._backend import get_namespace, to_host
-from gpudiff.corrupt import (
+from gpudiff.sequence import _corrupt as C
+from gpudiff.backend import get_namespace, to_host
+from gpudiff.sequence._corrupt import (
     EventOptions,
     detect_events,
     detect_sequence,
@@ -16,7 +16,7 @@ from gpudiff.corrupt import (
     pair_features,
 )
 from gpudiff.errors import ConfigError, InputError
-from gpudiff.io.sources import open_source
+from gpudiff.io._sources import open_source
 
 cv2 = pytest.importorskip("cv2")
 scipy_stats = pytest.importorskip("scipy.stats")

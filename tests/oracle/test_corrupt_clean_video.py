@@ -12,8 +12,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from gpudiff.corrupt import EventOptions, detect_sequence
-from gpudiff.io.sources import open_source
+from gpudiff.sequence._corrupt import EventOptions, detect_sequence
+from gpudiff.io._sources import open_source
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""gpudiff.flow against scikit-image's optical_flow_ilk, OpenCV's pyramidal Lucas-Kanade and corner
+"""gpudiff.sequence._flow against scikit-image's optical_flow_ilk, OpenCV's pyramidal Lucas-Kanade and corner
 response, and ground truth: known subpixel translations of a real image and the Middlebury 2014
 "Motorcycle" stereo pair (horizontal motion = disparity).
 
@@ -19,9 +19,9 @@ cv2 = pytest.importorskip("cv2")
 skimage_registration = pytest.importorskip("skimage.registration")
 scipy_ndimage = pytest.importorskip("scipy.ndimage")
 
-from gpudiff._backend import to_host  # noqa: E402
+from gpudiff.backend import to_host  # noqa: E402
 from gpudiff.errors import ConfigError, InputError  # noqa: E402
-from gpudiff.flow import flow_magnitude_stats, optical_flow_lk, track_corners  # noqa: E402
+from gpudiff.sequence._flow import flow_magnitude_stats, optical_flow_lk, track_corners  # noqa: E402
 
 sk_ilk = skimage_registration.optical_flow_ilk
 
@@ -210,8 +210,8 @@ def test_flow_magnitude_stats_rejects_bad_shapes(xp):
 
 
 def test_corner_response_is_opencv_min_eigenvalue(camera):
-    from gpudiff._backend import ndimage
-    from gpudiff.flow import _min_eigenvalue
+    from gpudiff.backend import ndimage
+    from gpudiff.sequence._flow import _min_eigenvalue
 
     ours = _min_eigenvalue(camera.astype(np.float32) / 255.0, ndimage(np), np)
     theirs = cv2.cornerMinEigenVal(camera, blockSize=3, ksize=3)

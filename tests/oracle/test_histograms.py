@@ -5,12 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpudiff.histograms import (
-    histogram_distances,
-    js_divergence,
-    kl_divergence,
-    normalize_histogram,
-)
+from gpudiff.pair._histograms import histogram_distances, js_divergence, kl_divergence, normalize_histogram
 
 cv2 = pytest.importorskip("cv2")
 
@@ -106,7 +101,7 @@ def test_empty_histogram_is_zeros():
 
 def test_compiled_distances_equal_the_numpy_definitions():
     # histogram_distances runs one compiled pass; each distance also exists as a NumPy function
-    from gpudiff import histograms as H
+    from gpudiff.pair import _histograms as H
 
     rng = np.random.default_rng(7)
     for trial in range(200):

@@ -3,7 +3,7 @@ images: every dtype the kernel is instantiated for, every flavour (shared / glob
 general / single-channel, 32- / 64-bit index), 1x1, odd widths, non-contiguous input as the
 Python side passes it, and the index width at the limit the host guarantees.
 
-The launches go through the package's own host code (``gpudiff.metrics._pair_sums_cuda`` on the
+The launches go through the package's own host code (``gpudiff.pair._sums._pair_sums_cuda`` on the
 emulated GPU), except the index-width test, which instantiates the kernel body with a 16-bit index
 to show at a reachable size what the 32-bit kernels do at 2**31.
 """
@@ -17,9 +17,11 @@ import pytest
 import tifffile
 from PIL import Image
 
-from gpudiff import _backend, _kernels, metrics
-from gpudiff._cuda_emu import compile_module
-from gpudiff.metrics import pair_sums
+from gpudiff import backend as _backend
+from gpudiff.backend import _kernels
+from gpudiff.pair import _sums as metrics
+from gpudiff.backend._cuda_emu import compile_module
+from gpudiff.pair._sums import pair_sums
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                                 reason="needs a C++ compiler for the CUDA emulator")

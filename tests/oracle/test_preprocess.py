@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from gpudiff._backend import to_host
+from gpudiff.backend import to_host
 from gpudiff.errors import ConfigError, InputError
 from gpudiff.options import CompareOptions
-from gpudiff.preprocess import (
+from gpudiff.pair._preprocess import (
     edge_magnitude,
     gaussian_blur,
     match_shapes,

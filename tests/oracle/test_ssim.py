@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import ndimage as ndi
 
-from gpudiff._backend import to_host
+from gpudiff.backend import to_host
 from gpudiff.errors import ConfigError, InputError
-from gpudiff.ssim import gaussian_window, numba_available, ssim_map, structural_similarity
+from gpudiff.pair._ssim import gaussian_window, numba_available, ssim_map, structural_similarity
 
 cv2 = pytest.importorskip("cv2")
 skm = pytest.importorskip("skimage.metrics")
@@ -259,7 +259,7 @@ def test_errors(xp, camera):
 
 
 def test_works_without_numba(monkeypatch, camera, blurred_camera):
-    import gpudiff.ssim as ssim_module
+    from gpudiff.pair import _ssim as ssim_module
 
     with_numba = structural_similarity(camera, blurred_camera, data_range=255)
     monkeypatch.setattr(ssim_module, "numba", None)

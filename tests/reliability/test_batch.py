@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 import gpudiff
-from gpudiff.cli import main
-from gpudiff.io.sources import open_source
-from gpudiff.store import ResultStore
+from gpudiff.cli._main import main
+from gpudiff.io._sources import open_source
+from gpudiff.engine._store import ResultStore
 
 ROOT = Path(__file__).resolve().parents[2]
 METRICS = "manhattan,zero_norm,mse,psnr,max_abs,ncc,ssim,histogram"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpudiff._backend import cupy_available
-from gpudiff.cli import main
+from gpudiff.backend import cupy_available
+from gpudiff.cli._main import main
 
 cv2 = pytest.importorskip("cv2")
 tifffile = pytest.importorskip("tifffile")

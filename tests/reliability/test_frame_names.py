@@ -9,9 +9,9 @@ import shutil
 import numpy as np
 import pytest
 
-from gpudiff.cli import main
-from gpudiff.export import export_csv
-from gpudiff.store import ResultStore
+from gpudiff.cli._main import main
+from gpudiff.engine._export import export_csv
+from gpudiff.engine._store import ResultStore
 
 
 def _export(store) -> list[dict]:

@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from gpudiff import runner
+from gpudiff.engine import _runner as runner
 from gpudiff.options import CompareOptions
-from gpudiff.runner import RunConfig, run
+from gpudiff.engine._runner import RunConfig, run
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def clip(cdnet_clip):
 
 
 def _slowed(monkeypatch, seconds):
-    module = importlib.import_module("gpudiff.compare")  # (gpudiff.compare is also the function)
+    module = importlib.import_module("gpudiff.pair._compare")  # (gpudiff.compare is also the function)
     real = module._compare_arrays
 
     def slow(*a, **k):

@@ -18,9 +18,9 @@ import pytest
 import tifffile
 from PIL import Image, ImageFile
 
-import gpudiff.io.images as images
+from gpudiff.io import _images as images
 from gpudiff.errors import ConfigError, InputError
-from gpudiff.io.images import probe_image, read_image, validate_array
+from gpudiff.io._images import probe_image, read_image, validate_array
 
 
 def refused(call, *, names, hint):

@@ -27,7 +27,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from gpudiff.report import build_report
+from gpudiff.report._page import build_report
 
 CHROMIUM = "/usr/bin/chromium"
 WIDTH, HEIGHT = 1280, 4000
@@ -68,7 +68,7 @@ _PROBE = """<script>window.addEventListener('load', function () {
 def page(tmp_path_factory, data_dir):
     """A report of the real pipeline on 9 real frames (thumbnails from the source), with one frame
     unreadable (a failed item) and an alignment drift section."""
-    from gpudiff.cli import main
+    from gpudiff.cli._main import main
 
     tmp = tmp_path_factory.mktemp("browser")
     src = tmp / "frames"

@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from gpudiff.cli import main
-from gpudiff.io.sources import open_source
-from gpudiff.store import ResultStore
+from gpudiff.cli._main import main
+from gpudiff.io._sources import open_source
+from gpudiff.engine._store import ResultStore
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +29,8 @@ def cdnet(data_dir, tmp_path_factory):
 
 
 def test_flow_columns_and_maps_equal_the_library(cdnet, tmp_path):
-    from gpudiff.flow import flow_magnitude_stats, optical_flow_lk
-    from gpudiff.preprocess import to_gray
+    from gpudiff.sequence._flow import flow_magnitude_stats, optical_flow_lk
+    from gpudiff.pair._preprocess import to_gray
 
     store = tmp_path / "f.zarr"
     rc = main(["run", str(cdnet), "--out", str(store), "--flow", "--save-maps", "flow", "--metrics", "manhattan",
@@ -50,7 +50,7 @@ def test_flow_columns_and_maps_equal_the_library(cdnet, tmp_path):
 
 
 def _plain_background(frames, options):
-    from gpudiff.background import BackgroundModel, estimate_shift, mask_to_frame
+    from gpudiff.sequence._background import BackgroundModel, estimate_shift, mask_to_frame
 
     model = BackgroundModel(options=options)
     masks = []
@@ -63,7 +63,7 @@ def _plain_background(frames, options):
 
 @pytest.mark.parametrize("align", [False, True])
 def test_background_maps_equal_a_whole_frame_loop(cdnet, tmp_path, align):
-    from gpudiff.background import BackgroundOptions
+    from gpudiff.sequence._background import BackgroundOptions
 
     store = tmp_path / "b.zarr"
     argv = ["run", str(cdnet), "--out", str(store), "--background", "--save-maps", "foreground", "--metrics",
@@ -82,7 +82,7 @@ def test_background_maps_equal_a_whole_frame_loop(cdnet, tmp_path, align):
 
 def test_background_f_measure_on_cdnet_with_and_without_align(data_dir, tmp_path):
     """CDnet rules: 255 foreground; 0 and 50 background; 85, 170 and outside the ROI ignored."""
-    from gpudiff.io.images import read_image
+    from gpudiff.io._images import read_image
 
     base = data_dir / "cdnet2014-traffic-subset"
     roi = read_image(base / "ROI.bmp")
@@ -151,8 +151,8 @@ def test_sequence_flags_need_a_sequence(tmp_path, cdnet, capsys):
 def test_corrupt_and_cut_columns_equal_the_library_and_find_the_damage(data_dir, tmp_path, capsys):
     import shutil
 
-    from gpudiff.corrupt import detect_sequence
-    from gpudiff.io.images import read_image
+    from gpudiff.sequence._corrupt import detect_sequence
+    from gpudiff.io._images import read_image
 
     # 30 frames of the traffic camera, then 20 of the CDnet road: a cut at frame 30;
     # frame 12 gets a solid grey rectangle, frame 40 is mirrored

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpudiff.cli import main
-from gpudiff.io.images import read_image
-from gpudiff.io.sources import open_source
-from gpudiff.store import ResultStore
-from gpudiff.timelapse import watch
+from gpudiff.cli._main import main
+from gpudiff.io._images import read_image
+from gpudiff.io._sources import open_source
+from gpudiff.engine._store import ResultStore
+from gpudiff.engine._timelapse import watch
 
 
 def _digest(folder: Path) -> dict:
@@ -159,7 +159,7 @@ def test_watch_decides_new_files_ignores_partial_ones_and_restarts(frames_folder
     for f in files[:8]:
         (ref / "x").parent.mkdir(exist_ok=True)
         shutil.copy2(frames_folder / f, ref / f)
-    from gpudiff.dedup import DedupOptions, dedup
+    from gpudiff.sequence._dedup import DedupOptions, dedup
 
     want = dedup(open_source(str(ref)), options=DedupOptions())
     got_kept = sorted(p.name for p in kept.iterdir() if not p.name.startswith("."))
@@ -203,7 +203,7 @@ def test_watch_refuses_other_options_on_the_same_state(frames_folder, tmp_path, 
 
 
 def test_watch_once_says_how_many_wait_and_why(frames_folder, tmp_path, capsys):
-    from gpudiff.cli import main
+    from gpudiff.cli._main import main
 
     incoming = tmp_path / "incoming"
     incoming.mkdir()

@@ -1,4 +1,4 @@
-"""Invariants of gpudiff.align: shifts recovered exactly on real textured crops, the overlap of a
+"""Invariants of gpudiff.pair._align: shifts recovered exactly on real textured crops, the overlap of a
 registered pair is identical, defined results on degenerate input, and clear errors."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpudiff._backend import to_host
-from gpudiff.align import Alignment, phase_cross_correlation, register_overlap
+from gpudiff.backend import to_host
+from gpudiff.pair._align import Alignment, phase_cross_correlation, register_overlap
 from gpudiff.errors import ConfigError, InputError
 
 # the xp fixture is a module (immutable): safe to share across hypothesis examples

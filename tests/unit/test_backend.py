@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpudiff._backend import backend_name, device_name, device_stream, get_namespace, to_device, to_host
+from gpudiff.backend import backend_name, device_name, device_stream, get_namespace, to_device, to_host
 
 
 def test_numpy_paths_are_identity_and_cheap():

@@ -1,4 +1,4 @@
-"""Invariants of gpudiff.background, checked on many random cases (hypothesis).
+"""Invariants of gpudiff.sequence._background, checked on many random cases (hypothesis).
 
 * Tiling is exact: for any tile shape, clean-up radius, colour mode and (subpixel) shifts, the
   tiles' masks stitched together equal the whole frame's mask, and the tiles' states equal the
@@ -16,7 +16,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from gpudiff.background import (  # noqa: E402
+from gpudiff.sequence._background import (
     BackgroundModel,
     BackgroundOptions,
     background_subtract,

@@ -8,7 +8,7 @@ from contextlib import redirect_stdout
 
 import pytest
 
-from gpudiff.cli import build_parser, main
+from gpudiff.cli._main import build_parser, main
 
 PARSER = build_parser()
 

@@ -15,7 +15,7 @@ import pytest
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                                 reason="needs a C++ compiler")
 
-from gpudiff._cuda_emu import EmuError, compile_module  # noqa: E402
+from gpudiff.backend._cuda_emu import EmuError, compile_module  # noqa: E402
 
 SCHEDULES = ("forward", "reverse", "random:1", "random:2", "random:3")
 

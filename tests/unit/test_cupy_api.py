@@ -50,7 +50,7 @@ import cupyx.scipy.ndimage  # noqa: F401
 PACKAGE = Path(__file__).resolve().parents[2] / "gpudiff"
 
 #: Files that are not users of the CuPy API but stand-ins for it (they define the surface).
-SKIP_DIRS = ("_emulated/", "_cuda_emu/")
+SKIP_DIRS = ("backend/_emulated/", "backend/_cuda_emu/")
 
 #: (file relative to gpudiff/, dotted name) -> "file.py:LINE: why a name CuPy lacks is fine there"
 #: (a NumPy-only use the guard detection misses). Each entry must match a collected use, else
@@ -138,16 +138,16 @@ class Collector(ast.NodeVisitor):
                 mod = node.module or ""
                 for a in node.names:
                     local = a.asname or a.name
-                    if mod.split(".")[-1] == "_backend":
+                    if mod.split(".")[-1] in ("backend", "_namespace"):
                         if a.name in MODULE_FACTORIES:
                             self.factories[local] = MODULE_FACTORIES[a.name]
                         elif a.name in NAMESPACE_FACTORIES:
                             self.ns_factories.add(local)
                         elif a.name in KWARG_FACTORIES:
                             self.kw_factories.add(local)
-                    elif a.name == "_backend":
+                    elif a.name in ("backend", "_namespace"):
                         self.backend_mods.add(local)
-        if rel == "_backend.py":  # its own ndimage()/fft()/resolve_backend()
+        if rel == "backend/_namespace.py":  # its own ndimage()/fft()/resolve_backend()
             self.factories.update(MODULE_FACTORIES)
             self.ns_factories.update(NAMESPACE_FACTORIES)
             self.kw_factories.update(KWARG_FACTORIES)
@@ -351,8 +351,8 @@ class Collector(ast.NodeVisitor):
                 return "cupy"
             if owner in self.gpudiff_mods and (owner, fname) in RETURNS:
                 return RETURNS[(owner, fname)]
-            if isinstance(f, ast.Name) and (self.rel.removesuffix(".py"), fname) in RETURNS:
-                return RETURNS[(self.rel.removesuffix(".py"), fname)]  # called inside its module
+            if isinstance(f, ast.Name) and (Path(self.rel).stem, fname) in RETURNS:
+                return RETURNS[(Path(self.rel).stem, fname)]  # called inside its module
             if fname == "getattr" and isinstance(f, ast.Name) and len(node.args) >= 2:
                 base = self.dotted(node.args[0])
                 lit = node.args[1]
@@ -732,7 +732,7 @@ def check(uses: list[Use], allowed: dict | None = None) -> Report:
         if not u.call:
             continue
         if u.kw_factories:
-            from gpudiff import _backend
+            from gpudiff import backend as _backend
 
             extra = tuple(k for f in u.kw_factories for k in getattr(_backend, f)(cupy))
             u = dataclasses.replace(u, kwargs=u.kwargs + extra)
@@ -770,7 +770,8 @@ def test_allow_list_entries_are_used(report):
 def test_the_surface_covers_the_seam(uses, report):
     """The collector reaches each way into CuPy (a blind collector would pass everything)."""
     files = {u.file for u in uses}
-    assert {"_backend.py", "_kernels.py", "metrics.py", "align.py", "flow.py", "preprocess.py"} <= files
+    assert {"backend/_namespace.py", "backend/_kernels.py", "pair/_sums.py", "pair/_align.py", "sequence/_flow.py",
+            "pair/_preprocess.py"} <= files
     expected = {
         "cupy.cuda.Device", "cupy.cuda.Device().attributes",  # metrics._sm_count (with its key)
         "cupy.RawModule", "cupy.RawModule().get_function",  # _kernels: a local holding an object
@@ -801,8 +802,8 @@ def test_ufunc_keywords_match_cupy():
 
 SYNTHETIC = '''
 import numpy as np
-from gpudiff import _backend
-from gpudiff._backend import ndimage as get_ndi
+from gpudiff import backend as _backend
+from gpudiff.backend import ndimage as get_ndi
 
 def f(xp, a):
     x = xp.not_a_function(a)

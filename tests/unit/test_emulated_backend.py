@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from gpudiff import _backend
-from gpudiff import _emulated as emu
+from gpudiff import backend as _backend
+from gpudiff.backend import _emulated as emu
 from gpudiff.errors import ConfigError
 
 xp = _backend.resolve_backend("emulated-gpu")
@@ -125,8 +125,8 @@ def test_a_gpu_run_moves_each_frame_to_the_device_once(tmp_path, data_dir):
     on a chunk boundary is the moving frame of one chunk's last pair and the reference of the
     next chunk's first pair, and is uploaded by both: n + (chunks - 1) uploads for n frames.
     """
-    from gpudiff.cli import main
-    from gpudiff.io.sources import open_source
+    from gpudiff.cli._main import main
+    from gpudiff.io._sources import open_source
 
     src = tmp_path / "clip"
     src.mkdir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpudiff.compare import HistogramMemo, _compare_arrays, compare
+from gpudiff.pair._compare import HistogramMemo, _compare_arrays, compare
 from gpudiff.options import CompareOptions
 
 

@@ -34,12 +34,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpudiff import _kernels, metrics
+from gpudiff.backend import _kernels
+from gpudiff.pair import _sums as metrics
 
 GXX = shutil.which("g++")
 NO_GXX = "needs g++: the C++ preprocessor and compiler read the kernels' declarations (CI has it)"
 
-PACKAGE = Path(metrics.__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parents[2] / "gpudiff"
 
 #: The device built-ins the kernels call, as host stand-ins: only their types matter (nothing
 #: runs). A kernel using a built-in not here fails to compile; add its stub.
@@ -297,7 +298,7 @@ def loader_names() -> dict[str, tuple]:
 def test_every_kernel_name_the_loader_builds_exists(kernels):
     names = loader_names()
     missing = {n: why for n, why in names.items() if n not in kernels}
-    assert not missing, "gpudiff.metrics asks for kernels that no .cu defines (dtype, C, n_samples, bins):\n" + \
+    assert not missing, "gpudiff.pair._sums asks for kernels that no .cu defines (dtype, C, n_samples, bins):\n" + \
         "\n".join(f"  {n}: {why}" for n, why in sorted(missing.items()))
     unused = sorted(k for k, v in kernels.items() if v.family == "pair_stats" and k not in names)
     assert not unused, f"pair_stats.cu kernels no launch can reach (dead, or the loader lost a case): {unused}"
@@ -308,7 +309,7 @@ def _get_function_calls() -> list[tuple[str, int, str, ast.Call]]:
     out = []
     for path in sorted(PACKAGE.rglob("*.py")):
         rel = path.relative_to(PACKAGE).as_posix()
-        if rel == "_kernels.py" or rel.startswith(("_emulated/", "_cuda_emu/")):
+        if rel == "backend/_kernels.py" or rel.startswith(("backend/_emulated/", "backend/_cuda_emu/")):
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for fn in ast.walk(tree):
@@ -325,7 +326,7 @@ def _get_function_calls() -> list[tuple[str, int, str, ast.Call]]:
 
 
 #: Launch sites whose kernel name is computed, and the test that runs each one below.
-DYNAMIC_SITES = {("metrics.py", "_pair_sums_cuda"): "test_pair_sums_launches_match_the_kernels"}
+DYNAMIC_SITES = {("pair/_sums.py", "_pair_sums_cuda"): "test_pair_sums_launches_match_the_kernels"}
 
 
 def test_every_get_function_call_names_an_existing_kernel(kernels):

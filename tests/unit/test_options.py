@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gpudiff import CompareOptions, ConfigError
-from gpudiff._backend import resolve_backend
+from gpudiff.backend import resolve_backend
 
 
 def test_defaults_match_the_documented_ones():
@@ -82,7 +82,7 @@ def test_toml_config_sets_defaults_and_flags_win(tmp_path, capsys):
     import numpy as np
     from PIL import Image
 
-    from gpudiff.cli import main
+    from gpudiff.cli._main import main
 
     a = np.tile(np.arange(64, dtype=np.uint8), (32, 1))
     b = a.copy()

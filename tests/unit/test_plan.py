@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gpudiff.errors import ConfigError
-from gpudiff.plan import Shard, make_plan, parse_shard, shard_from_env
+from gpudiff.engine._plan import Shard, make_plan, parse_shard, shard_from_env
 
 
 def test_consecutive_and_first():

@@ -18,10 +18,17 @@ import sys
 import numpy as np
 import pytest
 
-from gpudiff import _report_plots as rp
+from gpudiff.report import _plots as rp
 from gpudiff.errors import ConfigError, GpudiffError, InputError
-from gpudiff.report import _downscale, _extreme, _plain_layout, _read_chunks_directly, build_report, register_cli
-from gpudiff.store import Field, ResultStore
+from gpudiff.report._page import (
+    _downscale,
+    _extreme,
+    _plain_layout,
+    _read_chunks_directly,
+    build_report,
+    register_cli,
+)
+from gpudiff.engine._store import Field, ResultStore
 
 PIL = pytest.importorskip("PIL.Image")
 
@@ -375,7 +382,7 @@ def test_thresholds_and_flags_reach_the_page(small, tmp_path):
 @pytest.fixture()
 def real_store(tmp_path, data_dir):
     """The real pipeline on 9 real traffic frames (8 consecutive pairs), aligned, with diff maps."""
-    from gpudiff.cli import main
+    from gpudiff.cli._main import main
 
     src = tmp_path / "frames"
     src.mkdir()
@@ -479,7 +486,7 @@ def test_bad_options(small, tmp_path):
 def _cli(argv, capsys):
     """``gpudiff report ...`` through gpudiff.cli once it registers the subcommand, else through an
     equivalent harness (same parser class, same error handling as cli.main)."""
-    from gpudiff import cli
+    from gpudiff.cli import _main as cli
 
     parser = cli.build_parser()
     if "report" in getattr(parser, "subcommands", {}):
@@ -529,7 +536,7 @@ def test_register_cli_adds_the_subcommand():
 def test_flow_and_foreground_sections_from_a_tiff_source(tmp_path):
     """Sequence columns of the other stages (flow, background model) on a generated uint16 TIFF."""
     tifffile = pytest.importorskip("tifffile")
-    from gpudiff.io.sources import open_source
+    from gpudiff.io._sources import open_source
 
     n_frames, h, w = 13, 48, 64
     rng = np.random.default_rng(5)
@@ -582,7 +589,7 @@ def test_flow_and_foreground_sections_from_a_tiff_source(tmp_path):
 
 
 def test_contents_link_every_section_and_metric_row_and_the_run_row_names_its_flags(cdnet_clip, tmp_path):
-    from gpudiff.cli import main
+    from gpudiff.cli._main import main
 
     clip = cdnet_clip(20)
     store = tmp_path / "s.zarr"

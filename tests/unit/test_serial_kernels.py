@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from gpudiff.metrics import pair_sums, serial_kernels
+from gpudiff.pair._sums import pair_sums, serial_kernels
 
 pytest.importorskip("numba")
 
@@ -53,7 +53,7 @@ def test_many_threads_at_once_without_the_lock():
 
 
 def test_serial_ssim_equals_parallel():
-    from gpudiff.ssim import structural_similarity
+    from gpudiff.pair._ssim import structural_similarity
 
     rng = np.random.default_rng(11)
     a = (rng.random((203, 177)) * 255).astype(np.uint8)

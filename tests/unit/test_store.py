@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from gpudiff.errors import ConfigError, InputError
-from gpudiff.export import export_columns, export_csv, export_parquet, export_rows
+from gpudiff.engine._export import export_columns, export_csv, export_parquet, export_rows
 from gpudiff.options import CompareOptions
-from gpudiff.store import (
+from gpudiff.engine._store import (
     DONE,
     FAILED,
     METRIC_COLUMNS,

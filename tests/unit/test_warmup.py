@@ -11,16 +11,16 @@ import time
 
 import pytest
 
-from gpudiff.cli import _warm_note, main
+from gpudiff.cli._main import _warm_note, main
 from gpudiff.options import CompareOptions
-from gpudiff.runner import RunConfig, RunReport, run
+from gpudiff.engine._runner import RunConfig, RunReport, run
 
 pytest.importorskip("numba")
 
 PROBE = r"""
 import json, numpy as np
-from gpudiff import metrics
-from gpudiff.metrics import pair_sums, serial_kernels
+from gpudiff.pair import _sums as metrics
+from gpudiff.pair._sums import pair_sums, serial_kernels
 rng = np.random.default_rng(5)
 for dt, hist in ((np.uint8, (0, 256)), (np.uint16, (0, 65536)), (np.float32, (0.0, 1.0))):
     a = (rng.random((37, 29, 3)) * (255 if dt != np.float32 else 1)).astype(dt)
@@ -45,7 +45,7 @@ def test_after_warmup_a_new_process_compiles_nothing(capsys):
 
 
 def test_a_run_reports_its_start_up_and_the_rate_after_it(cdnet_clip, tmp_path, monkeypatch):
-    module = importlib.import_module("gpudiff.compare")
+    module = importlib.import_module("gpudiff.pair._compare")
     real = module._compare_arrays
     calls = []
 

@@ -1,0 +1,404 @@
+"""``gpudiff dedup`` and ``gpudiff watch``: keep/drop decisions written to a store and a keep folder.
+
+:func:`run_dedup` decides every frame of a source (in parallel, :func:`gpudiff.sequence.dedup`),
+writes the decisions to a resumable Zarr store (one item per frame, a chunk written once all its
+frames are decided, status last) and copies or hard-links the kept frames into a folder. A rerun
+continues after the last decided chunk, from the last kept frame.
+
+:func:`watch` polls a folder for new snapshots and decides each complete new file as it lands;
+its state (last kept file, checksums of kept files, files seen) lives in a small JSON file written
+atomically, so a restart continues from the last kept frame. A file still being written (its size
+or mtime moved since the last poll, or it does not decode) waits for the next poll.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import backend as _backend
+from ..sequence._dedup import Decision, DedupOptions, Deduplicator, dedup
+from ..errors import ConfigError, GpudiffError, InputError
+
+__all__ = ["run_dedup", "DedupRunReport", "watch", "WatchReport", "save_frame"]
+
+
+def dedup_fields():
+    from ._store import Field  # noqa: PLC0415
+
+    return [
+        Field("reference_index", "int64"),
+        Field("moving_index", "int64"),
+        Field("keep", "int8"),  # 1 kept, 0 dropped, -1 undecided
+        Field("repeat_of", "int64"),
+        Field("change", "float64"),
+        Field("change_threshold", "float64"),
+        Field("noise_level", "float64"),
+        Field("checksum", "int64"),
+        Field("reason", "str"),
+    ]
+
+
+@dataclass
+class DedupRunReport:
+    frames: int = 0
+    kept: int = 0
+    dropped: int = 0
+    failed: int = 0
+    decided_now: int = 0
+    elapsed_s: float = 0.0
+    decisions: list = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+# ---- keep folder -------------------------------------------------------------------------------
+
+
+def _check_keep_dir(keep_dir: str, source_dir: str | None) -> Path:
+    kd = Path(os.path.abspath(keep_dir))
+    if source_dir is not None and kd == Path(os.path.abspath(source_dir)):
+        raise ConfigError(f"--keep-dir {keep_dir} is the source folder: give another folder (originals are never touched)")
+    try:
+        kd.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"--keep-dir {keep_dir}: cannot create it ({e.strerror}): give a writable folder") from None
+    return kd
+
+
+def save_frame(frame: np.ndarray, path: Path) -> Path:
+    """Write ``frame`` losslessly: PNG for uint8 (and uint16 grey/RGB), TIFF for float. Atomic."""
+    frame = np.asarray(frame)
+    ext = ".tif" if frame.dtype.kind == "f" else ".png"
+    path = path.with_suffix(ext)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    if ext == ".png":
+        import imagecodecs  # noqa: PLC0415
+
+        tmp.write_bytes(imagecodecs.png_encode(np.ascontiguousarray(frame)))
+    else:
+        import tifffile  # noqa: PLC0415
+
+        tifffile.imwrite(tmp, frame)
+    os.replace(tmp, path)
+    return path
+
+
+def _keep_file(source, i: int, kd: Path, link: bool) -> Path:
+    """Copy (or hard-link) a kept frame into the keep folder; a stack's frame becomes a file."""
+    if getattr(source, "kind", "") == "folder":
+        src = Path(source.label(i))
+        dst = kd / src.name
+        if dst.exists() and dst.stat().st_size == src.stat().st_size:
+            return dst  # a resumed run copied it already
+        return _copy_into(src, kd, link)
+    return save_frame(source.read(i), kd / f"frame_{i:06d}")
+
+
+# ---- dedup over a source into a store -----------------------------------------------------------
+
+
+def run_dedup(
+    spec: str,
+    *,
+    options: DedupOptions | None = None,
+    out: str | None = None,
+    keep_dir: str | None = None,
+    link: bool = False,
+    overwrite: bool = False,
+    component: str | None = None,
+    chunk: int = 64,
+    workers: int | None = None,
+    on_decision=None,
+) -> DedupRunReport:
+    """Decide every frame of ``spec``; write the store (``out``) and the keep folder.
+
+    Returns
+    -------
+    DedupRunReport
+        Counts over the whole source (decisions restored from the store included) and the
+        decisions made in this call.
+    """
+    from ..io._sources import open_source  # noqa: PLC0415
+    from ._store import DONE, FAILED, ResultStore  # noqa: PLC0415
+
+    options = options or DedupOptions()
+    t0 = time.perf_counter()
+    source = open_source(spec, component=component)
+    n = len(source)
+    source_dir = spec if getattr(source, "kind", "") == "folder" and os.path.isdir(spec) else None
+    kd = _check_keep_dir(keep_dir, source_dir) if keep_dir else None
+
+    store = None
+    start = 0
+    state = None
+    restored: dict = {}
+    if out:
+        config = {"dedup": options.to_dict(), "source": source.fingerprint(), "kind": "dedup"}
+        store = ResultStore.create_or_open(
+            out, n_items=n, chunk=chunk, fields=dedup_fields(),
+            attrs={"dedup": options.to_dict(), "options": options.to_dict(), "rule": options.describe(),
+                   "pairs": "last kept frame", "source": source.fingerprint(), "source_kind": source.kind,
+                   "frames": n, "frame_shape": list(source.frame_shape) if source.frame_shape else None,
+                   "backend": _backend.backend_name(_backend.resolve_backend(options.backend)),
+                   "device": _backend.device_name(_backend.resolve_backend(options.backend)),
+                   "thresholds": {"change": options.min_changed if options.rule == "pixels" else
+                                  (1.0 if options.rule == "blocks" else options.threshold)}},
+            config=config, overwrite=overwrite,
+            initial={"moving_index": np.arange(n, dtype=np.int64)},
+        )
+        pending = store.pending_chunks(range(store.n_chunks))
+        first = pending[0] if pending else store.n_chunks
+        start = min(n, first * chunk)
+        if start > 0:
+            prev = store.read(["status", "keep", "checksum"], items=slice(0, start))
+            restored = prev
+            kept = np.flatnonzero((prev["status"] == DONE) & (prev["keep"] == 1))
+            csums: dict = {}
+            for k in kept.tolist():
+                csums.setdefault(str(int(prev["checksum"][k])), []).append(int(k))
+            state = {"last_index": int(kept[-1]) if kept.size else -1, "kept_checksums": csums}
+
+    report = DedupRunReport(frames=n)
+    buf: list[Decision] = []
+
+    def flush_chunk(c: int, decisions: list[Decision]):
+        m = len(decisions)
+        cols = {
+            "reference_index": np.array([d.reference for d in decisions], np.int64),
+            "moving_index": np.array([d.index for d in decisions], np.int64),
+            "keep": np.array([d.keep for d in decisions], np.int8),
+            "repeat_of": np.array([d.repeat_of for d in decisions], np.int64),
+            "change": np.array([d.statistic for d in decisions], np.float64),
+            "change_threshold": np.array([d.threshold for d in decisions], np.float64),
+            "noise_level": np.array([d.level for d in decisions], np.float64),
+            "checksum": np.array([d.checksum for d in decisions], np.int64),
+            "reason": [d.reason for d in decisions],
+        }
+        status = np.array([FAILED if d.failed else DONE for d in decisions], np.uint8)
+        errors = [d.reason if d.failed else "" for d in decisions]
+        store.write_chunk(c, cols, status, errors)
+
+    def decided(d: Decision):
+        report.decisions.append(d)
+        if kd is not None and d.keep:
+            _keep_file(source, d.index, kd, link)
+        if on_decision is not None:
+            on_decision(d)
+        if store is not None:
+            buf.append(d)
+            c = d.index // chunk
+            end = min(n, (c + 1) * chunk)
+            if d.index == end - 1:
+                flush_chunk(c, list(buf))
+                buf.clear()
+
+    if start < n:
+        dedup(source, options=options, start=start, state=state, workers=workers, on_decision=decided)
+    report.decided_now = len(report.decisions)
+    keep_all = np.zeros(n, bool)
+    failed_all = np.zeros(n, bool)
+    if restored:
+        keep_all[:start] = (restored["status"] == DONE) & (restored["keep"] == 1)
+        failed_all[:start] = restored["status"] == FAILED
+    for d in report.decisions:
+        keep_all[d.index] = d.keep
+        failed_all[d.index] = d.failed
+    report.kept = int(keep_all.sum())
+    report.failed = int(failed_all.sum())
+    report.dropped = n - report.kept - report.failed
+    report.elapsed_s = time.perf_counter() - t0
+    source.close()
+    return report
+
+
+# ---- watch ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class WatchReport:
+    decided: int = 0
+    kept: int = 0
+    polls: int = 0
+    decisions: list = field(default_factory=list)
+    #: Files of the last poll not decided yet, name -> why (still being written, or not decodable yet).
+    waiting: dict = field(default_factory=dict)
+
+    def waiting_summary(self, settle: float) -> str:
+        """'3 waiting: 2 still being written (changed in the last 1 s, --settle), 1 not decodable yet'."""
+        if not self.waiting:
+            return ""
+        writing = sum(1 for w in self.waiting.values() if w.startswith("still being written"))
+        broken = len(self.waiting) - writing
+        parts = []
+        if writing:
+            parts.append(f"{writing} still being written (changed in the last {settle:g} s, --settle)")
+        if broken:
+            first = next(f"{n}: {w}" for n, w in self.waiting.items() if not w.startswith("still being written"))
+            parts.append(f"{broken} not decodable yet (e.g. {first})")
+        return f"{len(self.waiting)} waiting: " + ", ".join(parts) + "; they are decided on a later poll"
+
+
+def _atomic_json(path: Path, obj) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _list_images(folder: Path, ignore: set) -> list[Path]:
+    from ..io._sources import _is_image_file, natural_key  # noqa: PLC0415
+
+    out = []
+    with os.scandir(folder) as it:
+        for e in it:
+            if e.name.startswith(".") or not e.is_file() or e.name in ignore:
+                continue
+            if _is_image_file(e.path, e.name):
+                out.append(Path(e.path))
+    return sorted(out, key=lambda p: natural_key(p.name))
+
+
+def watch(
+    folder: str,
+    *,
+    keep_dir: str,
+    options: DedupOptions | None = None,
+    state_path: str | None = None,
+    interval: float = 2.0,
+    settle: float = 1.0,
+    once: bool = False,
+    max_polls: int | None = None,
+    link: bool = False,
+    stream=None,
+    stop=None,
+) -> WatchReport:
+    """Decide each new complete image in ``folder`` as it lands; keep the changed ones.
+
+    Parameters
+    ----------
+    folder : str
+        The folder a camera writes into (never modified).
+    keep_dir : str
+        Where kept frames are copied (or hard-linked with ``link``).
+    state_path : str, optional
+        The state file (default ``<keep_dir>/.gpudiff-watch.json``).
+    interval : float
+        Seconds between polls.
+    settle : float
+        A file is complete once its size and mtime are unchanged for this long (and it decodes).
+    once : bool
+        Decide what is complete now and return (for cron jobs and tests).
+    max_polls : int, optional
+        Stop after this many polls.
+    stop : threading.Event, optional
+        Set it to stop between polls.
+    """
+    from ..io._images import read_image  # noqa: PLC0415
+
+    options = options or DedupOptions()
+    src = Path(folder)
+    if not src.is_dir():
+        raise InputError(f"{folder}: no such folder to watch: give the folder the camera writes into")
+    kd = _check_keep_dir(keep_dir, folder)
+    sp = Path(state_path) if state_path else kd / ".gpudiff-watch.json"
+    state = {"done": [], "judge": None, "last_path": None, "options": options.to_dict()}
+    if sp.exists():
+        try:
+            state = json.loads(sp.read_text())
+        except (OSError, ValueError) as e:
+            raise InputError(f"{sp}: unreadable watch state ({e}): delete it to start afresh") from None
+        if state.get("options") != options.to_dict():
+            raise ConfigError(f"{sp} was made with other dedup options: use the same ones, or delete it to start afresh")
+    done = set(state.get("done", []))
+    judge = Deduplicator(options)
+    last_path = state.get("last_path")
+    if state.get("judge"):
+        last = None
+        if last_path:
+            try:
+                last = read_image(last_path)
+            except GpudiffError:
+                last = None
+        if last is None and last_path:
+            kept_copy = list(kd.glob(Path(last_path).stem + ".*"))
+            if kept_copy:
+                last = read_image(kept_copy[0])
+        judge.restore(state["judge"], last_frame=last)
+    seen: dict = {}  # path -> (size, mtime_ns, first seen unchanged at)
+    report = WatchReport()
+    index = len(done)
+    out = stream if stream is not None else sys.stderr
+    while True:
+        report.polls += 1
+        report.waiting = {}
+        now = time.monotonic()
+        for p in _list_images(src, done):
+            st = p.stat()
+            sig = (st.st_size, st.st_mtime_ns)
+            prev = seen.get(p.name)
+            writing = "still being written (size or time changed since the last poll)"
+            if prev is None or prev[:2] != sig:
+                seen[p.name] = (*sig, now)
+                if not once:
+                    report.waiting[p.name] = writing
+                    continue
+            elif now - prev[2] < settle and not once:
+                report.waiting[p.name] = writing
+                continue
+            if once and time.time() - st.st_mtime < settle:
+                report.waiting[p.name] = f"still being written (modified {time.time() - st.st_mtime:.1f} s ago)"
+                continue
+            try:
+                frame = read_image(p)
+            except GpudiffError as e:
+                report.waiting[p.name] = " ".join(str(e).split())  # incomplete or not an image yet
+                continue
+            d = judge.decide(index, frame)
+            d.reason = f"{p.name}: " + d.reason
+            if d.keep:
+                _copy_into(p, kd, link)
+                last_path = str(p)
+                report.kept += 1
+            print(f"gpudiff watch: {'keep' if d.keep else 'drop'} {p.name} ({d.reason.split(': ', 1)[1]})",
+                  file=out)
+            report.decisions.append(d)
+            report.decided += 1
+            index += 1
+            done.add(p.name)
+            seen.pop(p.name, None)
+            state = {"done": sorted(done), "judge": judge.state(), "last_path": last_path,
+                     "options": options.to_dict()}
+            _atomic_json(sp, state)
+        if once or (max_polls is not None and report.polls >= max_polls) or (stop is not None and stop.is_set()):
+            return report
+        time.sleep(interval)
+
+
+def _copy_into(p: Path, kd: Path, link: bool) -> Path:
+    """``p`` copied (or hard-linked) into ``kd`` under its own name, atomically (temp, then rename)."""
+    dst = kd / p.name
+    tmp = kd / f".{p.name}.tmp{os.getpid()}"
+    if tmp.exists():
+        tmp.unlink()  # left by a killed run of this process id
+    if link:
+        try:
+            os.link(p, tmp)
+        except OSError:  # another filesystem: copy instead
+            shutil.copy2(p, tmp)
+    else:
+        shutil.copy2(p, tmp)
+    os.replace(tmp, dst)
+    return dst
