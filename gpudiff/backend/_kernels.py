@@ -75,9 +75,9 @@ def _cupy(xp=None):
     """The device namespace: ``xp`` when given (CuPy or the emulated GPU), else CuPy."""
     if xp is not None:
         return xp
-    from .. import backend as _backend  # noqa: PLC0415
+    from ._namespace import resolve_backend  # noqa: PLC0415
 
-    return _backend.resolve_backend("cupy")  # raises BackendUnavailable without CuPy / device
+    return resolve_backend("cupy")  # raises BackendUnavailable without CuPy / device
 
 
 def get_module(family: str, *, device_id: int | None = None, xp=None):

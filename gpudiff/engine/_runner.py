@@ -279,9 +279,7 @@ def _frame_hw(store) -> tuple[int, int]:
 
 
 def _fields(options: CompareOptions, cfg: RunConfig, source):
-    from ._store import result_fields  # noqa: PLC0415
-
-    from ._store import Field, map_field  # noqa: PLC0415
+    from ._store import Field, map_field, result_fields  # noqa: PLC0415
 
     maps = {}
     shape = source.frame_shape

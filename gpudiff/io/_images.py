@@ -264,27 +264,28 @@ def validate_array(image, *, name="image"):
 # checks shared by probe_image and read_image
 
 
-def _check_page(page) -> int:
+def _whole_number(value, what: str, minimum: int, *, allow_float: bool = False) -> int:
+    """``value`` as an int >= ``minimum``, else a one-line ConfigError naming ``what`` (``--page``).
+
+    ``allow_float``: a float with no fractional part (``1e9`` from a config file) is taken as its int.
+    """
     try:
-        page = operator.index(page)
+        n = operator.index(value)
     except TypeError:
-        raise ConfigError(f"--page {page!r} must be a whole number >= 0") from None
-    if page < 0:
-        raise ConfigError(f"--page {page} must be a whole number >= 0")
-    return page
+        if not (allow_float and isinstance(value, float) and value.is_integer()):
+            raise ConfigError(f"{what} {value!r} must be a whole number >= {minimum}") from None
+        n = int(value)
+    if n < minimum:
+        raise ConfigError(f"{what} {n} must be a whole number >= {minimum}")
+    return n
+
+
+def _check_page(page) -> int:
+    return _whole_number(page, "--page", 0)
 
 
 def _check_max_pixels(max_pixels) -> int:
-    try:
-        max_pixels = operator.index(max_pixels)
-    except TypeError:
-        if isinstance(max_pixels, float) and max_pixels.is_integer():
-            max_pixels = int(max_pixels)
-        else:
-            raise ConfigError(f"--max-pixels {max_pixels!r} must be a whole number >= 1") from None
-    if max_pixels < 1:
-        raise ConfigError(f"--max-pixels {max_pixels} must be a whole number >= 1")
-    return max_pixels
+    return _whole_number(max_pixels, "--max-pixels", 1, allow_float=True)
 
 
 def _sci(n) -> str:

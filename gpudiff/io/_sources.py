@@ -68,6 +68,7 @@ from ._images import (
     _stat_file,
     _tiff_chain_cut,
     _TiffPlane,
+    _whole_number,
     probe_image,
     read_image,
     validate_array,
@@ -1682,15 +1683,7 @@ class ManifestSource(_ImageFilesMixin, Source):
 
 
 def _check_page_budget(page_budget):
-    if page_budget is None:
-        return None
-    try:
-        value = operator.index(page_budget)
-    except TypeError:
-        raise ConfigError(f"page budget {page_budget!r} must be a whole number >= 1") from None
-    if value < 1:
-        raise ConfigError(f"page budget {page_budget} must be a whole number >= 1")
-    return value
+    return None if page_budget is None else _whole_number(page_budget, "page budget", 1)
 
 
 def open_source(spec, *, component=None, page_budget=None, max_pixels=DEFAULT_MAX_PIXELS) -> Source:

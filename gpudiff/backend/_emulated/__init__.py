@@ -531,8 +531,7 @@ class RawModule:
 
     def __init__(self, code=None, *, path=None, options=(), backend="nvrtc", translate_cucomplex=False,
                  enable_cooperative_groups=False, name_expressions=None, jitify=False):
-        from .. import _cuda_emu
-        from .. import _kernels  # noqa: PLC0415
+        from .. import _cuda_emu, _kernels  # noqa: PLC0415
 
         if code is None:
             raise TypeError("the emulated RawModule takes CUDA source as code=")
