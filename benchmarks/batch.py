@@ -350,7 +350,7 @@ def agreement(store_path: Path, loop: list[dict], names) -> tuple[float, str]:
 def per_frame_costs(stack: Path, calls: int) -> dict:
     """Per-call medians (ms) of the steps a run does per frame, on one pair, in this thread."""
     from gpudiff.pair._compare import compare
-    from gpudiff.io._sources import open_source
+    from gpudiff.io import open_source
     from gpudiff.pair._sums import pair_sums
     from gpudiff.options import CompareOptions
 
@@ -560,7 +560,7 @@ def main(argv=None) -> int:
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     base_wall, base_rss, _ = subprocess_rss(
         [sys.executable, "-c", "import gpudiff.engine._runner, gpudiff.pair._compare, gpudiff.pair._sums, gpudiff.engine._store, "
-         "gpudiff.io._sources, dask, zarr, tifffile, numba"], env)
+         "gpudiff.io._open, dask, zarr, tifffile, numba"], env)
     sub = []
     for r, m in zip(linear, lengths):
         out = work / f"sub-len{m}.zarr"

@@ -8,7 +8,7 @@ Usage::
 ``corrupt_eval.py`` measures recall on downscaled, shortened clips; this measures what a user meets
 first: ``gpudiff run CLIP --corrupt --cuts`` on the clips as they are. Every video, frame folder and
 TIFF/GIF time-lapse of the shared data folder (``$GPUDIFF_DATA``, else ``../shared/data``) is read
-through ``gpudiff.io._sources.open_source`` and decided exactly as the run's events pass does
+through ``gpudiff.io.open_source`` and decided exactly as the run's events pass does
 (features per frame block, :func:`detect_events`, then :func:`check_motion`). None of these clips has
 a corrupted frame, so every corrupt flag is a false alarm; cut flags are listed (a few clips are
 edited: a cut there is right, elsewhere it is a false alarm). The generated demo sequence (one
@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from gpudiff.sequence._corrupt import EventOptions, check_motion, detect_events, kl_rule  # noqa: E402
-from gpudiff.io._sources import open_source  # noqa: E402
+from gpudiff.io import open_source  # noqa: E402
 from gpudiff.engine._runner import _event_features  # noqa: E402
 
 #: (name, path under the data folder); folders are frame folders.

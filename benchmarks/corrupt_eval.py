@@ -72,7 +72,7 @@ from gpudiff.sequence._corrupt import (
     kl_rule,
     pair_features,
 )
-from gpudiff.io._sources import open_source  # noqa: E402
+from gpudiff.io import open_source  # noqa: E402
 
 #: name, path in the data folder, frames, step, downscale factor
 CLIPS = [

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import cpu_model_and_usable_cores  # noqa: E402
 
 from gpudiff.sequence._dedup import DedupOptions, Deduplicator, change_score, dedup  # noqa: E402
-from gpudiff.io._sources import open_source  # noqa: E402
+from gpudiff.io import open_source  # noqa: E402
 
 
 def _frames(src, limit=None):

@@ -340,7 +340,7 @@ def _resolve_bins_range(options: CompareOptions, source) -> tuple[CompareOptions
     return options.replace(bins_range=f"0:{top:g}"), note
 
 
-def _label_fields(source) -> list[Field]:
+def _label_fields(source) -> list:
     """Sequences: each item's frame names (file path, ``stack.tif[page 3]``, ``clip.mp4[frame 9]``)
     and, where the source has them, times (seconds from the first frame)."""
     from ._store import Field  # noqa: PLC0415
@@ -605,7 +605,7 @@ def run(cfg: RunConfig, options: CompareOptions, *, stream=None) -> RunReport:
     75 interrupted (SIGTERM): resume later with the same command. Input and configuration errors
     found before starting raise (the CLI's exit code 2).
     """
-    from ..io._sources import open_source  # noqa: PLC0415
+    from ..io import open_source  # noqa: PLC0415
     from ._store import ResultStore  # noqa: PLC0415
 
     t0 = time.monotonic()

@@ -59,6 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backend import is_device_array
 from ..errors import ConfigError, InputError
 
 __all__ = [
@@ -966,7 +967,7 @@ def _reopen(path, mode):
 def _host(values):
     """A CuPy array comes to the host; anything else passes."""
     get = getattr(values, "get", None)
-    if get is not None and _backend.is_device_array(values):
+    if get is not None and is_device_array(values):
         return get()  # sync
     return values
 

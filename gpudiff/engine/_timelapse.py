@@ -129,7 +129,7 @@ def run_dedup(
         Counts over the whole source (decisions restored from the store included) and the
         decisions made in this call.
     """
-    from ..io._sources import open_source  # noqa: PLC0415
+    from ..io import open_source  # noqa: PLC0415
     from ._store import DONE, FAILED, ResultStore  # noqa: PLC0415
 
     options = options or DedupOptions()
@@ -259,7 +259,7 @@ def _atomic_json(path: Path, obj) -> None:
 
 
 def _list_images(folder: Path, ignore: set) -> list[Path]:
-    from ..io._sources import _is_image_file, natural_key  # noqa: PLC0415
+    from ..io._source import _is_image_file, natural_key  # noqa: PLC0415
 
     out = []
     with os.scandir(folder) as it:

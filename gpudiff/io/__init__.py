@@ -1,25 +1,28 @@
 """Sources: opening what the user points at, lazily, validating cheaply first.
 
 - ``_images``: one image file (PNG, JPEG, TIFF page, ...) to an array, refusing bombs before decoding;
-- ``_sources``: the source kinds (image folder or glob, TIFF/OME-TIFF stack, Zarr array, video,
-  GIF, CSV manifest of pairs) behind one :class:`Source` interface, and :func:`open_source`.
+- ``_source``: the :class:`Source` interface and what the kinds share (budgets, fingerprint, sort);
+- one module per source kind: ``_folder`` (image folder or glob), ``_tiff`` (TIFF/OME-TIFF stack),
+  ``_zarr`` (Zarr/OME-Zarr array), ``_video`` (PyAV), ``_gif``, ``_manifest`` (CSV of pairs);
+- ``_open``: :func:`open_source`, which tells the kinds apart and opens the right one.
 
-The readers know nothing of the maths, the store or the scheduler. ``_sources`` is imported on
-first use of one of its names (PEP 562), so ``import gpudiff`` (every CLI start, every Dask
-worker) does not pay for the batch readers it may never need.
+The readers know nothing of the maths, the store or the scheduler. The batch readers are imported
+on first use of one of their names (PEP 562), so ``import gpudiff`` (every CLI start, every Dask
+worker) does not pay for readers it may never need.
 """
 
 from ._images import probe_image, read_image, validate_array
 
-#: names this face takes from ``_sources`` when first asked for
-_FROM_SOURCES = ("open_source", "Source", "SOURCE_KINDS", "natural_key")
+#: names this face loads on first use, and the module that defines each
+_LAZY = {"open_source": "_open", "SOURCE_KINDS": "_open", "Source": "_source", "natural_key": "_source"}
 
-__all__ = ["read_image", "probe_image", "validate_array", *_FROM_SOURCES]
+__all__ = ["read_image", "probe_image", "validate_array", *_LAZY]
 
 
 def __getattr__(name: str):
-    if name in _FROM_SOURCES:
-        from . import _sources  # noqa: PLC0415
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module  # noqa: PLC0415
 
-        return getattr(_sources, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{module}", __name__), name)

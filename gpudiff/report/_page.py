@@ -770,7 +770,7 @@ def _flow_figure(run: _Run, digests: dict) -> _Figure | None:
 
 def _open_source(store: ResultStore):
     """(source or None, notice or None)."""
-    from ..io._sources import open_source  # noqa: PLC0415
+    from ..io import open_source  # noqa: PLC0415
 
     fp = store.attrs.get("source")
     if not isinstance(fp, dict) or not fp.get("spec"):

@@ -16,7 +16,7 @@ from gpudiff.sequence._corrupt import (
     pair_features,
 )
 from gpudiff.errors import ConfigError, InputError
-from gpudiff.io._sources import open_source
+from gpudiff.io import open_source
 
 cv2 = pytest.importorskip("cv2")
 scipy_stats = pytest.importorskip("scipy.stats")

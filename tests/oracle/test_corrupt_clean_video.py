@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from gpudiff.sequence._corrupt import EventOptions, detect_sequence
-from gpudiff.io._sources import open_source
+from gpudiff.io import open_source
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 from gpudiff.sequence._dedup import DedupOptions, Deduplicator, change_score, dedup, estimate_noise
 from gpudiff.errors import ConfigError
 from gpudiff.io._images import read_image
-from gpudiff.io._sources import open_source
+from gpudiff.io import open_source
 
 NP = {"backend": "numpy"}
 

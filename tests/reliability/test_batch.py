@@ -18,7 +18,7 @@ import pytest
 
 import gpudiff
 from gpudiff.cli._main import main
-from gpudiff.io._sources import open_source
+from gpudiff.io import open_source
 from gpudiff.engine._store import ResultStore
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from gpudiff.cli._main import main
-from gpudiff.io._sources import open_source
+from gpudiff.io import open_source
 from gpudiff.engine._store import ResultStore
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gpudiff.errors import ConfigError, InputError
-from gpudiff.io._sources import open_source
+from gpudiff.io import open_source
 
 tifffile = pytest.importorskip("tifffile")
 

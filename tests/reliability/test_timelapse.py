@@ -17,7 +17,7 @@ import pytest
 
 from gpudiff.cli._main import main
 from gpudiff.io._images import read_image
-from gpudiff.io._sources import open_source
+from gpudiff.io import open_source
 from gpudiff.engine._store import ResultStore
 from gpudiff.engine._timelapse import watch
 

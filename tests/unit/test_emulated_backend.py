@@ -126,7 +126,7 @@ def test_a_gpu_run_moves_each_frame_to_the_device_once(tmp_path, data_dir):
     next chunk's first pair, and is uploaded by both: n + (chunks - 1) uploads for n frames.
     """
     from gpudiff.cli._main import main
-    from gpudiff.io._sources import open_source
+    from gpudiff.io import open_source
 
     src = tmp_path / "clip"
     src.mkdir()

@@ -536,7 +536,7 @@ def test_register_cli_adds_the_subcommand():
 def test_flow_and_foreground_sections_from_a_tiff_source(tmp_path):
     """Sequence columns of the other stages (flow, background model) on a generated uint16 TIFF."""
     tifffile = pytest.importorskip("tifffile")
-    from gpudiff.io._sources import open_source
+    from gpudiff.io import open_source
 
     n_frames, h, w = 13, 48, 64
     rng = np.random.default_rng(5)

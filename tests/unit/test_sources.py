@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from gpudiff.io._images import read_image
-from gpudiff.io._sources import Source, natural_key, open_source
+from gpudiff.io import Source, natural_key, open_source
 
 cv2 = pytest.importorskip("cv2")
 tifffile = pytest.importorskip("tifffile")

@@ -81,6 +81,21 @@ def test_create_write_out_of_order_and_read_back(tmp_path):
     np.testing.assert_array_equal(part["mse"], expected_chunk(store, 3)[0]["mse"])
 
 
+def test_device_arrays_are_brought_to_the_host(tmp_path):
+    """Columns and status handed over as GPU arrays (here the emulated device) are copied to the
+    host before writing: the values read back equal the host write."""
+    from gpudiff import backend
+
+    xp = backend.resolve_backend("emulated-gpu")
+    store = make(tmp_path / "d.zarr")
+    cols, status, errors = expected_chunk(store, 2)
+    store.write_chunk(2, {k: xp.asarray(v) for k, v in cols.items()}, xp.asarray(status), errors)
+    got = store.read(items=store.chunk_slice(2))
+    np.testing.assert_array_equal(got["status"], status)
+    for name, values in cols.items():
+        np.testing.assert_array_equal(got[name], values)
+
+
 def test_pending_chunks_retry_failed_and_partial_status(tmp_path):
     store = make(tmp_path / "r.zarr")
     cols, _, _ = expected_chunk(store, 0)

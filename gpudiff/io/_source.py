@@ -1,0 +1,278 @@
+"""The :class:`Source` interface every source kind implements, and what the kinds share: the
+frame and pixel budgets, the file fingerprint a resume checks, natural sort, image-file detection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+import os
+import re
+import threading
+
+import numpy as np
+
+from ..errors import InputError
+from ._images import _first_line, _sci, _sniff, probe_image
+
+
+#: File names a folder or glob takes as images without looking inside (others: by magic bytes).
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".pgm", ".ppm", ".pnm", ".pbm", ".tif", ".tiff", ".gif"}
+)
+#: Containers opened as videos (also recognised by their magic bytes).
+VIDEO_EXTENSIONS = frozenset(
+    {".avi", ".mp4", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ogv", ".wmv", ".flv", ".ts", ".mts"}
+    | {".m2ts", ".3gp"}
+)
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_DIGITS = re.compile(r"([0-9]+)")
+#: A fingerprint lists its files one by one up to this many (always: count and sha256).
+_FINGERPRINT_LISTED = 64
+
+
+def natural_key(text: str):
+    """Sort key that orders digit runs by value: ``img2.png`` before ``img10.png``.
+
+    Text runs compare case-insensitively; the text itself breaks ties (``img01`` vs ``img1``).
+    """
+    parts = _DIGITS.split(text)
+    return tuple(int(p) if i % 2 else p.casefold() for i, p in enumerate(parts)), text
+
+
+# --------------------------------------------------------------------------------------------
+# the base class
+
+
+class Source:
+    """A sequence of frames opened lazily. Use :func:`open_source` to make one.
+
+    Attributes
+    ----------
+    kind : str
+        'folder', 'tiff', 'zarr', 'video', 'gif' or 'manifest'.
+    spec : str
+        What the user gave (a path or glob; for Zarr with a component, ``path`` and
+        :attr:`component` separately).
+    max_pixels : int
+        Pixel budget each frame is checked against before it is decoded.
+    """
+
+    kind = "source"
+    #: Attributes that hold open handles or locks: dropped when pickled, remade on first use.
+    _TRANSIENT: tuple = ("_lock",)
+
+    def __init__(self, spec: str, *, max_pixels: int):
+        self.spec = spec
+        self.max_pixels = max_pixels
+        self._init_transient()
+
+    # -- the interface --------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._length()
+
+    @property
+    def frame_shape(self) -> tuple | None:
+        """Shape of frame 0 as :meth:`read` returns it, ``(H, W)`` or ``(H, W, 3)``; None if unknown."""
+        return None
+
+    @property
+    def dtype(self) -> np.dtype | None:
+        """dtype of frame 0 as :meth:`read` returns it; None if unknown."""
+        return None
+
+    def read(self, index: int) -> np.ndarray:
+        """Frame ``index`` (0-based; negative counts from the end), validated like ``read_image``.
+
+        Raises
+        ------
+        IndexError
+            ``index`` outside ``-len .. len-1``.
+        gpudiff.errors.InputError
+            The frame cannot be read (missing, truncated or corrupt data, over the pixel budget);
+            the one-line message names the file and the frame.
+        """
+        return self._read(self._index(index))
+
+    def label(self, index: int) -> str:
+        """Human name of a frame for messages and exports: a file path, ``stack.tif[page 12]``..."""
+        return self._label(self._index(index))
+
+    def fingerprint(self) -> dict:
+        """JSON-able identity of the input: kind, spec and the files' sizes and mtimes.
+
+        Files are summarised as ``count`` and a ``sha256`` over the sorted (name, size,
+        mtime_ns) list; up to 64 files are also listed one by one.
+        """
+        raise NotImplementedError
+
+    def pairs(self) -> list[tuple[int, int]] | None:
+        """Explicit (reference, moving) frame-index pairs (a manifest); None for sequences."""
+        return None
+
+    def frame_times(self) -> np.ndarray | None:
+        """Seconds from the first frame, one per frame (float64; NaN where unknown), for sources
+        whose frames have a time (videos); None for the others."""
+        return None
+
+    def pair_ids(self) -> list[str] | None:
+        """The manifest's ``id`` column, one per pair; None without one (and for sequences)."""
+        return None
+
+    def close(self) -> None:
+        """Close open files; a later read reopens them."""
+        self._close()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        try:
+            n = len(self)
+        except Exception:  # pragma: no cover - repr must not raise
+            n = "?"
+        return f"<{type(self).__name__} {self.spec!r}: {n} frames>"
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for name in self._TRANSIENT:
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_transient()
+
+    def _init_transient(self) -> None:
+        for name in self._TRANSIENT:
+            setattr(self, name, None)
+        self._lock = threading.RLock()
+
+    def _close(self) -> None:
+        pass
+
+    def _index(self, index) -> int:
+        try:
+            i = operator.index(index)
+        except TypeError:
+            raise TypeError(f"frame index must be an integer, not {type(index).__name__}") from None
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"frame {index} out of range for {self.spec} ({n} frames)")
+        return i
+
+    def _length(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _read(self, i: int) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _label(self, i: int) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------
+# shared helpers
+
+
+def _check_budget(name, height, width, max_pixels) -> None:
+    pixels = int(height) * int(width)
+    if pixels > max_pixels:
+        raise InputError(
+            f"{name} declares {int(width)} x {int(height)} = {_sci(pixels)} pixels, over the budget of "
+            f"{_sci(max_pixels)}: raise --max-pixels if you trust it"
+        )
+
+
+def _check_frame_budget(name, n, page_budget) -> None:
+    if page_budget is not None and n > page_budget:
+        raise InputError(
+            f"{name} has {n} frames, over the page budget of {page_budget}: "
+            f"raise the page budget if you trust it"
+        )
+
+
+def _stat_entry(path: str, name: str | None = None) -> tuple:
+    """(name, size, mtime_ns) of a file; size and mtime None when it cannot be stat'ed."""
+    try:
+        st = os.stat(path)
+        return (name or path, int(st.st_size), int(st.st_mtime_ns))
+    except OSError:
+        return (name or path, None, None)
+
+
+def _files_fingerprint(entries) -> dict:
+    entries = sorted(entries, key=lambda e: e[0])
+    digest = hashlib.sha256()
+    for name, size, mtime in entries:
+        digest.update(f"{name}\0{size}\0{mtime}\n".encode("utf-8", "surrogateescape"))
+    out = {"count": len(entries), "sha256": digest.hexdigest()}
+    if len(entries) <= _FINGERPRINT_LISTED:
+        out["files"] = [{"path": n, "size": s, "mtime_ns": m} for n, s, m in entries]
+    return out
+
+
+def _read_head(path: str, n: int = 64) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(n)
+    except PermissionError:
+        raise InputError(
+            f"{path} cannot be read (permission denied): check the permissions of the file and its folders"
+        ) from None
+    except OSError as exc:
+        raise InputError(f"{path} cannot be read ({_first_line(exc)}): check the file") from None
+
+
+def _single_image(path: str) -> InputError:
+    return InputError(
+        f"{path} is a single image: gpudiff run takes a sequence (folder, glob, multi-page TIFF, "
+        f"Zarr, video) or a pair manifest; use gpudiff compare for two images"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# folder / glob
+
+
+def _is_image_file(path: str, name: str) -> bool:
+    if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except OSError:
+        return False
+    return _sniff(head) is not None
+
+
+class _ImageFilesMixin:
+    """Shape and dtype of a source made of image files, probed (headers only) from its first file."""
+
+    _probe = None
+
+    def _first_info(self):
+        if self._probe is None:
+            try:
+                self._probe = probe_image(self._first_file())
+            except InputError:
+                self._probe = False
+        return self._probe or None
+
+    @property
+    def frame_shape(self):
+        info = self._first_info()
+        return None if info is None else tuple(info.shape)
+
+    @property
+    def dtype(self):
+        info = self._first_info()
+        return None if info is None else info.dtype

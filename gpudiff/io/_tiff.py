@@ -1,0 +1,342 @@
+"""A multi-page TIFF, OME-TIFF or ImageJ hyperstack (tifffile): frames are the planes of its
+first series, read on demand by page or by offset; truncation is reported, never hidden.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import threading
+
+import numpy as np
+
+from ..errors import InputError
+from ._images import _TiffPlane, _first_line, _tiff_chain_cut, validate_array
+from ._source import Source, _check_budget, _files_fingerprint, _single_image, _stat_entry
+
+
+# --------------------------------------------------------------------------------------------
+# TIFF (multi-page, OME-TIFF, ImageJ hyperstacks)
+
+
+class _QuietTifffile(logging.Filter):
+    """Keeps tifffile's log records (truncation notices) for the thread that asked, off stderr."""
+
+    def __init__(self):
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record):
+        messages = getattr(self.local, "messages", None)
+        if messages is None:
+            return True
+        messages.append(record.getMessage())
+        return False
+
+
+_TIFF_LOG = _QuietTifffile()
+logging.getLogger("tifffile").addFilter(_TIFF_LOG)
+
+
+@contextlib.contextmanager
+def _quiet_tifffile():
+    saved = getattr(_TIFF_LOG.local, "messages", None)
+    _TIFF_LOG.local.messages = messages = []
+    try:
+        yield messages
+    finally:
+        _TIFF_LOG.local.messages = saved
+
+
+def _page_data_end(page) -> int:
+    offsets = np.asarray(page.dataoffsets, dtype=np.int64)
+    counts = np.asarray(page.databytecounts, dtype=np.int64)
+    return int((offsets + counts).max()) if offsets.size else 0
+
+
+def _contiguous_offset(page, plane: _TiffPlane):
+    """File offset of an uncompressed page whose strips are back to back, else None."""
+    if int(page.compression) != 1 or int(getattr(page, "fillorder", 1)) != 1:
+        return None
+    if plane.bits != 8 * plane.dtype_in.itemsize:
+        return None
+    offsets = [int(v) for v in page.dataoffsets]
+    counts = [int(v) for v in page.databytecounts]
+    if not offsets or any(offsets[k] + counts[k] != offsets[k + 1] for k in range(len(offsets) - 1)):
+        return None
+    if sum(counts) < plane.nbytes:
+        return None
+    return offsets[0]
+
+
+class TiffSource(Source):
+    """Planes of a multi-page TIFF / OME-TIFF / ImageJ hyperstack, read on demand."""
+
+    kind = "tiff"
+    _TRANSIENT = ("_lock", "_tif", "_fd")
+
+    def __init__(self, path: str, *, max_pixels: int, page_budget=None):
+        super().__init__(path, max_pixels=max_pixels)
+        self.path = path
+        self._size = os.stat(path).st_size
+        with self._lock:
+            tif = self._open()
+            with _quiet_tifffile():
+                self._layout(tif, page_budget)
+        if self._n == 1 and not self._truncated:
+            self.close()
+            raise _single_image(path)
+        _check_budget(self.path, self._plane.height, self._plane.width, max_pixels)
+
+    # -- opening --------------------------------------------------------------------------
+
+    def _open(self):
+        if self._tif is None:
+            import tifffile  # noqa: PLC0415
+
+            try:
+                with _quiet_tifffile():
+                    self._tif = tifffile.TiffFile(self.path)
+            except Exception as exc:
+                raise InputError(
+                    f"{self.path} is truncated or corrupt (TIFF: {_first_line(exc)}): re-export or copy the file again"
+                ) from None
+        return self._tif
+
+    def _layout(self, tif, page_budget) -> None:
+        """Choose how frames map to pages: a series of pages, contiguous data, or every page."""
+        with _quiet_tifffile():
+            pages = tif.pages
+            if page_budget is not None:
+                try:
+                    pages[page_budget]
+                except (IndexError, Exception):
+                    pass
+                else:
+                    raise InputError(
+                        f"{self.path} has more than {page_budget} pages, over the page budget: "
+                        f"raise the page budget if you trust it"
+                    )
+            n_pages = len(pages)
+            if n_pages == 0:
+                raise InputError(f"{self.path} has no pages: re-export the file")
+            chain_cut = bool(_tiff_chain_cut(tif))
+            first = pages.first
+            series = tif.series[0] if tif.series else None
+        self._n_ifds = n_pages
+        self._chain_cut = chain_cut
+        self._mode = "pages"
+        self._axes = ""
+        self._axes_shape = ()
+        self._offset = None
+        self._declared = None
+        ij = tif.imagej_metadata or {}
+        declared_ij = int(ij.get("images", 0) or 0) if ij else 0
+        if declared_ij > n_pages:
+            # ImageJ writes hyperstacks contiguously from the first page; files over 4 GB and
+            # truncated files hold fewer IFDs than images: read planes by offset, as ImageJ does.
+            plane = _TiffPlane(first, self.path)
+            offset = _contiguous_offset(first, plane)
+            if offset is None:
+                raise InputError(
+                    f"{self.path} declares {declared_ij} ImageJ images but holds {n_pages} pages of "
+                    f"compressed or scattered data: re-export it from ImageJ"
+                )
+            self._mode, self._plane, self._offset = "contiguous", plane, offset
+            self._n = self._declared = declared_ij
+        elif series is not None and series.kind not in ("generic", "uniform") and series.kind:
+            series = series.levels[0] if getattr(series, "levels", None) else series
+            keyframe = series.keyframe
+            plane = _TiffPlane(keyframe, self.path)
+            axes = str(series.axes)
+            shape = tuple(int(s) for s in series.shape)
+            frame_axes = [(a, s) for a, s in zip(axes, shape) if a not in "YXS"]
+            n = math.prod(s for _, s in frame_axes) if frame_axes else 1
+            spatial = tuple(s for a, s in zip(axes, shape) if a in "YX")
+            if spatial != (plane.height, plane.width):
+                # Volumetric pages or an unusual series: fall back to one frame per page.
+                self._plane = _TiffPlane(first, self.path)
+                self._n = n_pages + (1 if chain_cut else 0)
+            else:
+                self._mode, self._plane = "series", plane
+                self._axes = "".join(a for a, _ in frame_axes)
+                self._axes_shape = tuple(s for _, s in frame_axes)
+                dataoffset = series.dataoffset
+                if plane.bits != 8 * plane.dtype_in.itemsize or int(getattr(keyframe, "fillorder", 1)) != 1:
+                    dataoffset = None  # packed or bit-reversed samples: let tifffile unpack each page
+                self._offset = None if dataoffset is None else int(dataoffset)
+                self._n = self._declared = n
+                if self._offset is None:
+                    # page objects only where frames are read page by page (contiguous data is read
+                    # by offset: making a million page objects at open would cost minutes)
+                    self._series_pages = list(series.pages)
+                    if len(self._series_pages) < n:
+                        self._series_pages += [None] * (n - len(self._series_pages))
+        else:
+            self._plane = _TiffPlane(first, self.path)
+            self._n = n_pages + (1 if chain_cut else 0)
+        self._truncated = self._declared is not None and self._readable() < self._declared
+        self._truncated = self._truncated or chain_cut
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_series_pages", None)  # page objects hold the file: rebuilt on reopen
+        return state
+
+    def _close(self):
+        with self._lock:
+            if self._tif is not None:
+                self._tif.close()
+                self._tif = None
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            self.__dict__.pop("_series_pages", None)
+
+    def _pages_of_series(self):
+        """The series' page objects (None where missing), reopening the file in a new process."""
+        pages = self.__dict__.get("_series_pages")
+        if pages is None:
+            tif = self._open()
+            with _quiet_tifffile():
+                series = tif.series[0]
+                series = series.levels[0] if getattr(series, "levels", None) else series
+                pages = list(series.pages)
+            if len(pages) < self._n:
+                pages += [None] * (self._n - len(pages))
+            self._series_pages = pages
+        return pages
+
+    # -- sizes ----------------------------------------------------------------------------
+
+    def _length(self):
+        return self._n
+
+    @property
+    def frame_shape(self):
+        return tuple(self._plane.shape)
+
+    @property
+    def dtype(self):
+        return self._plane.dtype
+
+    def _readable(self) -> int:
+        """How many frames the file holds completely (for the truncation message)."""
+        if self._offset is not None:
+            return max(0, min(self._n, (self._size - self._offset) // max(self._plane.nbytes, 1)))
+        if self._mode == "series":
+            count = 0
+            for page in self._pages_of_series():
+                if page is None or _page_data_end(page) > self._size:
+                    break
+                count += 1
+            return count
+        count = self._n_ifds
+        with self._lock, _quiet_tifffile():
+            try:
+                if _page_data_end(self._open().pages[count - 1]) > self._size:
+                    count -= 1
+            except Exception:
+                pass
+        return count
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _label(self, i):
+        if self._mode == "series" and len(self._axes) > 1:
+            coords = np.unravel_index(i, self._axes_shape)
+            where = ", ".join(f"{a.lower()}={int(c)}" for a, c in zip(self._axes, coords))
+            return f"{self.path}[page {i} ({where})]"
+        return f"{self.path}[page {i}]"
+
+    def _missing(self, i, cut_short=False) -> InputError:
+        what = "is cut short" if cut_short else "is missing"
+        if self._declared is not None:
+            detail = f"declares {self._declared} pages, {self._readable()} readable"
+        else:
+            detail = f"the chain of pages breaks after page {self._n_ifds - 1}; {self._readable()} readable"
+        return InputError(
+            f"{self.path} page {i} {what}: the file is truncated ({detail}); copy or export it again"
+        )
+
+    def _read(self, i):
+        label = self._label(i)
+        try:
+            if self._offset is not None:
+                image = self._read_contiguous(i)
+                plane = self._plane
+            else:
+                image, plane = self._read_page(i)
+            frame = plane.convert(image)
+        except (InputError, MemoryError):
+            raise
+        except Exception as exc:
+            raise InputError(
+                f"{label} is truncated or corrupt (TIFF: {_first_line(exc)}): re-export or copy the file again"
+            ) from None
+        return validate_array(frame, name=label)
+
+    def _read_contiguous(self, i):
+        plane = self._plane
+        start = self._offset + i * plane.nbytes
+        if start >= self._size:
+            raise self._missing(i)
+        if start + plane.nbytes > self._size:
+            raise self._missing(i, cut_short=True)
+        if self._fd is None:
+            with self._lock:
+                if self._fd is None:
+                    self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        dtype = plane.dtype_in.newbyteorder(self._byteorder())
+        if hasattr(os, "preadv"):  # straight into the frame's buffer: one allocation, no copy
+            out = np.empty(plane.nbytes // dtype.itemsize, dtype=dtype)
+            got = os.preadv(self._fd, [memoryview(out).cast("B")], start)
+            if got < plane.nbytes:
+                raise self._missing(i, cut_short=True)
+            return out
+        if hasattr(os, "pread"):  # pragma: no cover - platforms without preadv
+            data = os.pread(self._fd, plane.nbytes, start)
+        else:  # pragma: no cover - Windows
+            with self._lock:
+                os.lseek(self._fd, start, os.SEEK_SET)
+                data = os.read(self._fd, plane.nbytes)
+        if len(data) < plane.nbytes:
+            raise self._missing(i, cut_short=True)
+        return np.frombuffer(data, dtype=dtype).copy()
+
+    def _byteorder(self) -> str:
+        bo = self.__dict__.get("_bo")
+        if bo is None:
+            with self._lock:
+                bo = self._bo = self._open().byteorder
+        return bo
+
+    def _read_page(self, i):
+        with self._lock:
+            if self._mode == "series":
+                page = self._pages_of_series()[i]
+                plane = self._plane
+            else:
+                if i >= self._n_ifds:
+                    raise self._missing(i)
+                tif = self._open()
+                with _quiet_tifffile():
+                    page = tif.pages[i]
+                plane = None
+            if page is None:
+                raise self._missing(i)
+            if _page_data_end(page) > self._size:
+                raise self._missing(i, cut_short=True)
+            if plane is None:
+                if not hasattr(page, "shaped"):
+                    page = page.aspage()
+                plane = _TiffPlane(page, f"{self.path} page {i}")
+                _check_budget(f"{self.path} page {i}", plane.height, plane.width, self.max_pixels)
+        with _quiet_tifffile():
+            image = page.asarray(lock=self._lock)
+        return image, plane
+
+    def fingerprint(self):
+        return {"kind": self.kind, "spec": self.spec, **_files_fingerprint([_stat_entry(self.path)])}

@@ -1,0 +1,280 @@
+"""A Zarr v2/v3 array or OME-Zarr image: frames along its frame axes, blocks cached per source."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+import math
+import os
+
+import numpy as np
+
+from ..errors import InputError
+from ._images import _first_line, _output_dtype, validate_array
+from ._source import (
+    Source,
+    _check_budget,
+    _check_frame_budget,
+    _files_fingerprint,
+    _single_image,
+    _stat_entry,
+)
+
+
+#: Zarr blocks along the frame axis cached per source (bytes), so a chunk of 64 frames is decoded once.
+_ZARR_CACHE_BYTES = 256 << 20
+_ZARR_BLOCK_BYTES = 64 << 20
+
+
+# --------------------------------------------------------------------------------------------
+# Zarr (v2, v3, OME-Zarr)
+
+
+def _is_zarr_dir(path: str) -> bool:
+    return any(os.path.exists(os.path.join(path, n)) for n in ("zarr.json", ".zarray", ".zgroup"))
+
+
+def _ome_multiscales(attrs: dict):
+    ms = attrs.get("multiscales")
+    if ms is None and isinstance(attrs.get("ome"), dict):
+        ms = attrs["ome"].get("multiscales")
+    return ms if isinstance(ms, list) and ms else None
+
+
+class ZarrSource(Source):
+    """Frames of a Zarr array (axis 0, or the OME axes), read by slicing."""
+
+    kind = "zarr"
+    _TRANSIENT = ("_lock", "_array", "_cache")
+
+    def __init__(self, path: str, *, component=None, max_pixels: int, page_budget=None):
+        super().__init__(path, max_pixels=max_pixels)
+        import zarr  # noqa: PLC0415
+
+        self.path = path
+        self.component = component
+        try:
+            node = zarr.open(path, mode="r", path=component) if component else zarr.open(path, mode="r")
+        except Exception as exc:
+            if component:
+                try:
+                    root = zarr.open_group(path, mode="r")
+                    arrays = sorted(root.array_keys()) + sorted(f"{g}/" for g in root.group_keys())
+                except Exception:
+                    arrays = None
+                if arrays is not None:
+                    listing = ", ".join(arrays[:8]) + (", ..." if len(arrays) > 8 else "") if arrays else "none"
+                    raise InputError(
+                        f"{path} has no array {component!r}: check --component (in the store: {listing})"
+                    ) from None
+            raise InputError(
+                f"{path} is not a readable Zarr array ({_first_line(exc)}): check the path"
+            ) from None
+        inner = (component or "").strip("/")
+        axes = None
+        if not hasattr(node, "shape"):  # a group
+            attrs = dict(node.attrs)
+            ms = _ome_multiscales(attrs)
+            where = f"{path}/{inner}" if inner else path
+            if ms is None:
+                arrays = sorted(node.array_keys()) + sorted(f"{g}/" for g in node.group_keys())
+                listing = ", ".join(arrays[:8]) + (", ..." if len(arrays) > 8 else "") if arrays else "none"
+                raise InputError(
+                    f"{where} is a Zarr group, not an array: name the array with --component "
+                    f"(arrays in it: {listing})"
+                )
+            datasets = ms[0].get("datasets") or []
+            if not datasets or "path" not in datasets[0]:
+                raise InputError(f"{where} has OME multiscales without datasets: fix its metadata")
+            level = str(datasets[0]["path"])
+            axes = ms[0].get("axes")
+            try:
+                node = node[level]
+            except Exception:
+                raise InputError(f"{where} names the OME level {level!r}, which is not in the store") from None
+            inner = f"{inner}/{level}" if inner else level
+            if axes is None:  # OME-NGFF 0.1/0.2: always 5D tczyx
+                axes = ["t", "c", "z", "y", "x"]
+            axes = [str(a.get("name", "") if isinstance(a, dict) else a).lower() for a in axes]
+            axes_types = [
+                str(a.get("type", "")).lower() if isinstance(a, dict) else "" for a in (ms[0].get("axes") or [])
+            ]
+            if len(axes_types) != len(axes):
+                axes_types = [""] * len(axes)
+        if axes is None:
+            axes, axes_types = self._parent_ome_axes(path, inner)
+        self._inner = inner
+        self._name = f"{path.rstrip('/')}/{inner}" if inner else path
+        shape = tuple(int(s) for s in node.shape)
+        self._shape = shape
+        self._dtype_in = np.dtype(node.dtype)
+        self._chunk0 = int(node.chunks[0]) if node.chunks else 1
+        if axes is not None:
+            self._layout_ome(axes, axes_types, shape)
+        else:
+            self._layout_plain(shape)
+        self._out_dtype = _output_dtype(self._dtype_in, self._name)
+        h, w = shape[self._y], shape[self._x]
+        _check_budget(self._name, h, w, max_pixels)
+        self._n = math.prod(shape[a] for a in self._frame_axes) if self._frame_axes else 1
+        if self._n == 1 and not self._frame_axes:
+            raise _single_image(self._name)
+        _check_frame_budget(self._name, self._n, page_budget)
+        self._array = node
+
+    @staticmethod
+    def _parent_ome_axes(path: str, inner: str):
+        """OME axes of an array named inside an OME-Zarr image (``image.zarr/0``), else (None, None)."""
+        import zarr  # noqa: PLC0415
+
+        full = os.path.normpath(os.path.join(path, inner)) if inner else os.path.normpath(path)
+        parent = os.path.dirname(full)
+        for _ in range(3):
+            if not parent or not _is_zarr_dir(parent):
+                break
+            try:
+                group = zarr.open_group(parent, mode="r")
+                ms = _ome_multiscales(dict(group.attrs))
+            except Exception:
+                ms = None
+            if ms:
+                rel = os.path.relpath(full, parent).replace(os.sep, "/")
+                if any(str(d.get("path")) == rel for d in ms[0].get("datasets") or []):
+                    raw = ms[0].get("axes") or ["t", "c", "z", "y", "x"]
+                    names = [str(a.get("name", "") if isinstance(a, dict) else a).lower() for a in raw]
+                    types = [str(a.get("type", "")).lower() if isinstance(a, dict) else "" for a in raw]
+                    return names, types
+            parent = os.path.dirname(parent)
+        return None, None
+
+    def _layout_plain(self, shape):
+        name = self._name
+        if len(shape) == 2:
+            raise _single_image(name)
+        if len(shape) == 3:
+            self._frame_axes, self._y, self._x, self._c = (0,), 1, 2, None
+        elif len(shape) == 4 and shape[3] <= 4:
+            self._frame_axes, self._y, self._x, self._c = (0,), 1, 2, 3
+        else:
+            raise InputError(
+                f"{name} has shape {shape}: gpudiff reads Zarr arrays (T, H, W) or (T, H, W, C) with C <= 4 "
+                f"channels last, or OME-Zarr with axes metadata; rechunk or transpose it"
+            )
+        self._axes_names = None
+
+    def _layout_ome(self, axes, types, shape):
+        name = self._name
+        if len(axes) != len(shape):
+            raise InputError(
+                f"{name} has shape {shape} but its OME axes are {axes}: fix the multiscales metadata"
+            )
+        spatial = [k for k, a in enumerate(axes) if a in ("y", "x") or types[k] == "space"]
+        if len(spatial) < 2:
+            raise InputError(f"{name} has OME axes {axes} without two spatial axes (y, x): fix the metadata")
+        self._y, self._x = spatial[-2], spatial[-1]
+        self._c = None
+        frame_axes = []
+        for k, a in enumerate(axes):
+            if k in (self._y, self._x):
+                continue
+            if (a == "c" or types[k] == "channel") and self._c is None and shape[k] in (1, 3):
+                self._c = k
+                continue
+            frame_axes.append(k)
+        self._frame_axes = tuple(frame_axes)
+        self._axes_names = axes
+        if not frame_axes:
+            raise _single_image(name)
+
+    def _node(self):
+        if self._array is None:
+            import zarr  # noqa: PLC0415
+
+            with self._lock:
+                if self._array is None:
+                    try:
+                        self._array = zarr.open_array(self.path, mode="r", path=self._inner or "")
+                    except Exception as exc:
+                        raise InputError(
+                            f"{self._name} cannot be opened ({_first_line(exc)}): check the store"
+                        ) from None
+        return self._array
+
+    def _length(self):
+        return self._n
+
+    @property
+    def frame_shape(self):
+        h, w = self._shape[self._y], self._shape[self._x]
+        if self._c is None or self._shape[self._c] in (1, 2):
+            return (h, w)
+        return (h, w, 3)
+
+    @property
+    def dtype(self):
+        return self._out_dtype
+
+    def _label(self, i):
+        return f"{self._name}[{i}]"
+
+    def _coords(self, i):
+        sizes = [self._shape[a] for a in self._frame_axes]
+        return dict(zip(self._frame_axes, (int(c) for c in np.unravel_index(i, sizes))))
+
+    def _block(self, b: int):
+        """Frames ``b*chunk .. (b+1)*chunk`` along axis 0, decoded once and cached (or None)."""
+        if self._cache is None:
+            with self._lock:
+                if self._cache is None:
+                    self._cache = OrderedDict()
+        with self._lock:
+            block = self._cache.get(b)
+            if block is not None:
+                self._cache.move_to_end(b)
+                return block
+        lo = b * self._chunk0
+        hi = min(lo + self._chunk0, self._shape[0])
+        block = np.asarray(self._node()[lo:hi])
+        with self._lock:
+            self._cache[b] = block
+            total = sum(v.nbytes for v in self._cache.values())
+            while total > _ZARR_CACHE_BYTES and len(self._cache) > 1:
+                _, old = self._cache.popitem(last=False)
+                total -= old.nbytes
+        return block
+
+    def _read(self, i):
+        coords = self._coords(i)
+        index = tuple(coords.get(k, slice(None)) for k in range(len(self._shape)))
+        label = self._label(i)
+        try:
+            per_block = self._dtype_in.itemsize * math.prod(self._shape[1:]) * self._chunk0
+            if 0 in self._frame_axes and self._chunk0 > 1 and per_block <= _ZARR_BLOCK_BYTES:
+                t = coords[0]
+                block = self._block(t // self._chunk0)
+                sub = block[(t % self._chunk0,) + index[1:]]
+            else:
+                sub = np.asarray(self._node()[index])
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(
+                f"{label} cannot be read ({_first_line(exc)}): the store may be incomplete; write it again"
+            ) from None
+        kept = [k for k in range(len(self._shape)) if k not in coords]
+        order = [kept.index(self._y), kept.index(self._x)]
+        if self._c is not None:
+            order.append(kept.index(self._c))
+        frame = np.ascontiguousarray(np.transpose(sub, order))
+        return validate_array(frame, name=label)
+
+    def fingerprint(self):
+        entries = []
+        root = self.path
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for f in filenames:
+                full = os.path.join(dirpath, f)
+                entries.append(_stat_entry(full, os.path.relpath(full, root)))
+        out = {"kind": self.kind, "spec": self.spec, "component": self.component, "array": self._inner}
+        out.update(_files_fingerprint(entries))
+        return out
