@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpudiff.pair import _sums as metrics
+from gpudiff.pair import _sums_numba
 from gpudiff.backend import cupy_available
 from gpudiff.pair._sums import pair_sums
 
@@ -38,7 +38,7 @@ DATA = Path(os.environ.get("GPUDIFF_DATA", Path(__file__).resolve().parents[1].p
 SIZE = 4096
 HIST_RANGE = (0.0, 256.0)
 
-needs_numba = pytest.mark.skipif(metrics._numba is None, reason="numba not installed")
+needs_numba = pytest.mark.skipif(_sums_numba._numba is None, reason="numba not installed")
 needs_gpu = pytest.mark.skipif(not cupy_available(), reason="needs a CUDA device and CuPy")
 
 

@@ -1,6 +1,6 @@
 // pair_stats.cu: every norm, the NCC sums and both histograms of an image pair in one read.
 //
-// The GPU side of gpudiff.pair.pair_sums (impl="cuda"); gpudiff/pair/_sums.py has the NumPy
+// The GPU side of gpudiff.pair.pair_sums (impl="cuda"); gpudiff/pair/_sums_reference.py has the NumPy
 // reference that computes the same numbers, and tests/gpu/test_pair_sums_gpu.py compares them.
 //
 // Layout: a and b are C-contiguous, interleaved channels: sample (pixel p, channel c) is at

@@ -90,12 +90,12 @@ def force_kernel_flavour(monkeypatch):
 
     ``force_kernel_flavour("i64-general-global-hist")``: any of ``i64`` (64-bit index), ``general``
     (the multi-channel kernel for one channel), ``global-hist`` (histograms in global memory, no
-    shared memory) in one string. The names follow ``metrics._cuda_kernel_name``.
+    shared memory) in one string. The names follow ``_sums_cuda._cuda_kernel_name``.
     """
-    from gpudiff.pair import _sums as metrics
+    from gpudiff.pair import _sums_cuda
 
     def force(flavour: str) -> None:
-        real = metrics._cuda_kernel_name
+        real = _sums_cuda._cuda_kernel_name
 
         def patched(dtype, C, n_samples, bins):
             name, shared = real(dtype, C, n_samples, bins)
@@ -109,7 +109,7 @@ def force_kernel_flavour(monkeypatch):
                 shared = 0
             return name, shared
 
-        monkeypatch.setattr(metrics, "_cuda_kernel_name", patched)
+        monkeypatch.setattr(_sums_cuda, "_cuda_kernel_name", patched)
 
     return force
 

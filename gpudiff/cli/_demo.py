@@ -109,7 +109,7 @@ def run_demo(out_dir: str = "gpudiff-demo", *, backend: str = "auto", print_fn=p
     cuts = (cols["moving_index"][cols["cut"] == 1]).tolist()
     print_fn(f"  flagged corrupt: {corrupt or 'none'} (made: 34); cuts: {cuts or 'none'} (exposure x1.3 from 40)")
 
-    from ..report._page import build_report  # noqa: PLC0415
+    from ..report import build_report  # noqa: PLC0415
 
     page = os.path.join(out_dir, "report.html")
     summary = build_report(store_path, html=page)

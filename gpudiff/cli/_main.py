@@ -558,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(scripts/_venv.sh runs this after installing). Takes a minute or two once.")
     p.add_argument("--quiet", action="store_true", help="print only the last line")
     p.set_defaults(func=_cmd_warmup)
-    from ..report._page import register_cli as _register_report  # noqa: PLC0415 - cheap: plots load on use
+    from ._report import register_cli as _register_report  # noqa: PLC0415
 
     _register_report(sub)
     parser.subcommands = dict(sub.choices)

@@ -28,7 +28,8 @@ def _pair(dtype, channels):
 
 
 def _fused(dtype, channels, strided, serial):
-    from ..pair._sums import pair_sums, serial_kernels  # noqa: PLC0415
+    from ..pair._sums import pair_sums  # noqa: PLC0415
+    from ..pair._sums_numba import serial_kernels  # noqa: PLC0415
 
     a, b = _pair(dtype, channels)
     if strided:  # what an aligned overlap or a crop passes: a view, not a copy
@@ -43,7 +44,7 @@ def _fused(dtype, channels, strided, serial):
 
 
 def _ssim(dtype, serial):
-    from ..pair._sums import serial_kernels  # noqa: PLC0415
+    from ..pair._sums_numba import serial_kernels  # noqa: PLC0415
     from ..pair._ssim import structural_similarity  # noqa: PLC0415
 
     a, b = _pair(np.float32, 1)

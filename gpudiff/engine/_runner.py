@@ -162,7 +162,7 @@ def process_chunk(source, c: int, start: int, refs, movs, options: CompareOption
             raise v
         return v
 
-    from ..pair._sums import serial_kernels  # noqa: PLC0415
+    from ..pair._sums_numba import serial_kernels  # noqa: PLC0415
 
     # On the CPU the parallelism is Dask's (a chunk per thread): each task runs the fused pass on
     # its own thread, with no lock and no second pool of threads competing for the cores.

@@ -5,9 +5,11 @@ store, scheduler or CLI. The steps, in the order :func:`compare` runs them, one 
 
 - ``_preprocess``: grey, shape policy (crop/resize), exposure normalization, blur, edges;
 - ``_align``: FFT phase cross-correlation (subpixel) and its significance, the overlap window;
-- ``_sums``: the fused pass, every pixel norm and both histograms in one read, in three
-  implementations that compute the same numbers: a NumPy reference, numba on the CPU, and CUDA
-  (``kernels/pair_stats.cu``);
+- ``_sums``: the fused pass, every pixel norm and both histograms in one read (:func:`pair_sums`
+  checks and dispatches), in three implementations that compute the same numbers:
+  ``_sums_reference`` (array code on ``xp``), ``_sums_numba`` (compiled, CPU) and ``_sums_cuda``
+  (the host side of ``kernels/pair_stats.cu``); ``_sums_core`` holds :class:`PairSums` and how
+  raw sums become one;
 - ``_histograms``: histogram distances (KL, JS, chi-square, Bhattacharyya, intersection, correlation);
 - ``_ssim``: structural similarity;
 - ``_compare``: the metrics from the sums, and :func:`compare`, which runs the steps;

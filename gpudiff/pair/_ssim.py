@@ -207,7 +207,7 @@ def _interior_mean_numba(x, y, w, c1, c2) -> float:
     row_sums = np.zeros(out_h, dtype=np.float64)
     nbands = max(1, min(numba.get_num_threads() * 2, out_h // 32))
     offset = float(_offset(x, np))
-    from ._sums import running_serial  # noqa: PLC0415
+    from ._sums_numba import running_serial  # noqa: PLC0415
 
     if running_serial():  # an already-parallel caller (a Dask thread): this thread only, no lock
         _ssim_band(x, y, w, offset, float(c1), float(c2), row_sums, 0, out_h)

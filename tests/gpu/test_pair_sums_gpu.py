@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from gpudiff.backend import _kernels
-from gpudiff.pair import _sums as metrics
+from gpudiff.pair import _sums_cuda
 from gpudiff.backend import cupy_available, resolve_backend
 from gpudiff.pair._sums import pair_sums
 
@@ -109,7 +109,7 @@ def test_odd_sizes(dtype, shape):
 def test_shared_memory_limit(channels, extra):
     # 2 * C * bins * 4 bytes <= 48 KiB uses shared memory; one bin more goes global
     bins = 6144 // channels + extra
-    name, shared = metrics._cuda_kernel_name(np.uint16, channels, 1000, bins)
+    name, shared = _sums_cuda._cuda_kernel_name(np.uint16, channels, 1000, bins)
     assert ("global_hist" in name) == bool(extra) and (shared > 0) == (not extra)
     a, b = random_pair(np.random.default_rng(bins), (200, 300, channels), np.uint16)
     check(a, b, bins=bins, hist_range=(0, 65536))
@@ -183,7 +183,7 @@ def test_nan_is_not_counted_on_the_gpu():
 
 
 def test_kernels_are_memoized_per_device():
-    name, _ = metrics._cuda_kernel_name(np.uint8, 1, 100, 256)
+    name, _ = _sums_cuda._cuda_kernel_name(np.uint8, 1, 100, 256)
     assert _kernels.get_function("pair_stats", name, xp=cp) is _kernels.get_function("pair_stats", name, xp=cp)
     dev = cp.cuda.Device().id
     same = _kernels.get_function("pair_stats", name, device_id=dev, xp=cp)

@@ -19,7 +19,7 @@ from PIL import Image
 
 from gpudiff import backend as _backend
 from gpudiff.backend import _kernels
-from gpudiff.pair import _sums as metrics
+from gpudiff.pair import _sums_core, _sums_cuda
 from gpudiff.backend._cuda_emu import compile_module
 from gpudiff.pair._sums import pair_sums
 
@@ -97,14 +97,14 @@ def test_one_pixel_odd_widths_and_non_contiguous_views(images):
 
 
 def test_every_kernel_in_the_source_is_launched_somewhere():
-    """The loader's names (metrics._cuda_kernel_name over its whole domain) are the file's kernels."""
+    """The loader's names (_sums_cuda._cuda_kernel_name over its whole domain) are the file's kernels."""
     mod = compile_module(_kernels.kernel_source("pair_stats"), options=_kernels.COMPILE_OPTIONS)
     names = set()
     for dtype in (np.uint8, np.uint16, np.float32, np.float64):
         for C in (1, 2, 3, 4):
             for n_samples in (10, 2**30, 2**30 + 1):
                 for bins in (0, 256, 65536):
-                    names.add(metrics._cuda_kernel_name(dtype, C, n_samples, bins)[0])
+                    names.add(_sums_cuda._cuda_kernel_name(dtype, C, n_samples, bins)[0])
     assert names == set(mod.kernel_names)
 
 
@@ -136,11 +136,11 @@ def _launch_i16(kernel, a, b, C, grid):
     bins = 256
     buf = np.zeros(7 * C + 2 * C + 1 + 2 * C * bins, np.uint64)
     sums, counts, hist = buf[: 7 * C], buf[7 * C : 9 * C + 1], buf[9 * C + 1 :]
-    lut = metrics._value_bins("uint8", 0.0, 256.0, bins)
+    lut = _sums_core._value_bins("uint8", 0.0, 256.0, bins)
     kernel((grid,), (256,), (_padded(a), _padded(b), np.int16(npix), np.int32(C), np.float64(0.0), np.uint64(0),
                              np.float64(0.0), np.int32(bins), np.float64(0.0), np.float64(256.0), lut, sums, counts,
                              hist), shared_mem=2 * C * bins * 4)
-    return metrics._decode_cuda_buffer(buf, C=C, nbins=bins, npix=npix, is_int=True, center=0.0,
+    return _sums_cuda._decode_cuda_buffer(buf, C=C, nbins=bins, npix=npix, is_int=True, center=0.0,
                                        hist_range=(0.0, 256.0))
 
 
@@ -173,5 +173,5 @@ def test_index_arithmetic_holds_at_the_width_limit_the_host_guarantees(images):
     got = _launch_i16(k, a, b, 3, 64)
     assert not np.array_equal(got.l1, want.l1)
     # and the host's rule keeps real launches on the wide index: i64 past 2**30 samples
-    assert metrics._cuda_kernel_name(np.uint8, 4, 2**30, 256)[0].endswith("_i32")
-    assert metrics._cuda_kernel_name(np.uint8, 4, 2**30 + 4, 256)[0].endswith("_i64")
+    assert _sums_cuda._cuda_kernel_name(np.uint8, 4, 2**30, 256)[0].endswith("_i32")
+    assert _sums_cuda._cuda_kernel_name(np.uint8, 4, 2**30 + 4, 256)[0].endswith("_i64")

@@ -27,7 +27,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from gpudiff.report._page import build_report
+from gpudiff.report import build_report
 
 CHROMIUM = "/usr/bin/chromium"
 WIDTH, HEIGHT = 1280, 4000

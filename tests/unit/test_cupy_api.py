@@ -770,12 +770,12 @@ def test_allow_list_entries_are_used(report):
 def test_the_surface_covers_the_seam(uses, report):
     """The collector reaches each way into CuPy (a blind collector would pass everything)."""
     files = {u.file for u in uses}
-    assert {"backend/_namespace.py", "backend/_kernels.py", "pair/_sums.py", "pair/_align.py", "sequence/_flow.py",
+    assert {"backend/_namespace.py", "backend/_kernels.py", "pair/_sums_cuda.py", "pair/_align.py", "sequence/_flow.py",
             "pair/_preprocess.py"} <= files
     expected = {
-        "cupy.cuda.Device", "cupy.cuda.Device().attributes",  # metrics._sm_count (with its key)
+        "cupy.cuda.Device", "cupy.cuda.Device().attributes",  # _sums_cuda._sm_count (with its key)
         "cupy.RawModule", "cupy.RawModule().get_function",  # _kernels: a local holding an object
-        "cupy.RawKernel()",  # the launch in metrics._pair_sums_cuda (via _kernels.get_function)
+        "cupy.RawKernel()",  # the launch in _sums_cuda._pair_sums_cuda (via _kernels.get_function)
         "cupyx.empty_pinned",  # _backend.to_device: the imported cupyx
         "cupyx.scipy.fft.rfft2", "cupyx.scipy.fft.next_fast_len",  # a fft(xp) alias; getattr on it
         "cupyx.scipy.ndimage.gaussian_filter",  # an ndimage(xp) alias

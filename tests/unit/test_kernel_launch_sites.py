@@ -11,9 +11,9 @@ from a hand-written parser:
   its function pointer as the compiler resolved it (typedefs such as ``u64`` and
   ``PsTraits<T>::Acc`` included): pointer or value, const, kind (u/i/f/b) and size.
 
-Then (a) every name the loader can ask for (``metrics._cuda_kernel_name`` over dtypes, channels,
+Then (a) every name the loader can ask for (``_sums_cuda._cuda_kernel_name`` over dtypes, channels,
 sizes and bin counts, and any literal passed to ``_kernels.get_function``) must be a kernel, and
-(b) the launch in ``metrics._pair_sums_cuda`` is run for real, with ``_kernels.get_function``
+(b) the launch in ``_sums_cuda._pair_sums_cuda`` is run for real, with ``_kernels.get_function``
 returning a recorder and a minimal NumPy-backed device namespace written here, for every dtype x
 C x histogram flavour x index width; each recorded argument (array dtype, NumPy scalar type,
 Python scalar as CuPy converts it) must match the kernel's parameter in count, order and type,
@@ -36,6 +36,7 @@ import pytest
 
 from gpudiff.backend import _kernels
 from gpudiff.pair import _sums as metrics
+from gpudiff.pair import _sums_cuda
 
 GXX = shutil.which("g++")
 NO_GXX = "needs g++: the C++ preprocessor and compiler read the kernels' declarations (CI has it)"
@@ -281,15 +282,15 @@ DTYPES = ("uint8", "uint16", "float32", "float64")
 
 
 def loader_names() -> dict[str, tuple]:
-    """Every kernel name ``metrics._cuda_kernel_name`` can return -> one input giving it."""
+    """Every kernel name ``_sums_cuda._cuda_kernel_name`` can return -> one input giving it."""
     out = {}
     for dt in DTYPES:
         for C in (1, 2, 3, 4):
             for n in (1, 1000 * C, 1 << 30, (1 << 30) + 1, 1 << 34):
                 # no histogram, small, at the shared-memory edge, one past it, the largest
-                edge = metrics._SHARED_HIST_BYTES // (2 * C * 4)
+                edge = _sums_cuda._SHARED_HIST_BYTES // (2 * C * 4)
                 for bins in (0, 1, 256, edge, edge + 1, 65536):
-                    name, shared = metrics._cuda_kernel_name(np.dtype(dt), C, n, bins)
+                    name, shared = _sums_cuda._cuda_kernel_name(np.dtype(dt), C, n, bins)
                     assert 0 <= shared <= SHARED_BYTES_LIMIT, (dt, C, n, bins, shared)
                     out.setdefault(name, (dt, C, n, bins))
     return out
@@ -326,7 +327,7 @@ def _get_function_calls() -> list[tuple[str, int, str, ast.Call]]:
 
 
 #: Launch sites whose kernel name is computed, and the test that runs each one below.
-DYNAMIC_SITES = {("pair/_sums.py", "_pair_sums_cuda"): "test_pair_sums_launches_match_the_kernels"}
+DYNAMIC_SITES = {("pair/_sums_cuda.py", "_pair_sums_cuda"): "test_pair_sums_launches_match_the_kernels"}
 
 
 def test_every_get_function_call_names_an_existing_kernel(kernels):
@@ -418,7 +419,7 @@ class Recorder:
 
 
 def record_pair_sums_launch(monkeypatch, xp, dtype, C, hist, big):
-    """Run metrics._pair_sums_cuda once with the recorder; the Launch it made."""
+    """Run _sums_cuda._pair_sums_cuda once with the recorder; the Launch it made."""
     log: list[Launch] = []
     real = _GET_FUNCTION_SIGNATURE
 
@@ -443,9 +444,9 @@ def record_pair_sums_launch(monkeypatch, xp, dtype, C, hist, big):
         a = (rng.random((H, W * C)) * 200).astype(dt).view(DevArray)
         b = (rng.random((H, W * C)) * 200).astype(dt).view(DevArray)
     lo_hi = (0.0, 256.0) if dt.kind == "u" else (0.0, 1.0)
-    bins = {"none": 256, "shared": 256, "global": 2 * metrics._SHARED_HIST_BYTES // (2 * C * 4)}[hist]
+    bins = {"none": 256, "shared": 256, "global": 2 * _sums_cuda._SHARED_HIST_BYTES // (2 * C * 4)}[hist]
     tol, center, bins, hist_range = metrics._check_options(2.5, 0.5, bins, None if hist == "none" else lo_hi)
-    metrics._pair_sums_cuda(xp, a, b, C, tol, center, bins, hist_range)
+    _sums_cuda._pair_sums_cuda(xp, a, b, C, tol, center, bins, hist_range)
     assert len(log) == 1, f"{len(log)} launches"
     launch = log[0]
     launch.C, launch.npix, launch.nbins, launch.inputs = C, H * W, bins if hist_range else 0, (a, b)

@@ -16,12 +16,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpudiff.pair import _sums as metrics
+
+from gpudiff.pair import _sums_core, _sums_cuda, _sums_numba, _sums_reference
 from gpudiff.errors import BackendUnavailable, ConfigError, InputError
 from gpudiff.pair._sums import PairSums, pair_sums
 
 cv2 = pytest.importorskip("cv2")
 
-needs_numba = pytest.mark.skipif(metrics._numba is None, reason="numba not installed")
+needs_numba = pytest.mark.skipif(_sums_numba._numba is None, reason="numba not installed")
 CPU_IMPLS = [
     pytest.param("reference", id="reference"),
     pytest.param("numba", id="numba", marks=needs_numba),
@@ -282,8 +284,8 @@ def test_numba_blocks_and_reference_strips_do_not_change_integer_sums(monkeypatc
     a, b = random_pair(np.random.default_rng(6), (97, 41, 3), np.uint16, similar=False)
     kw = dict(center=1000.5, hist_range=(0, 65536), bins=300)
     whole = pair_sums(a, b, impl="reference", **kw)
-    monkeypatch.setattr(metrics, "_STRIP_PIXELS", 100)
-    monkeypatch.setattr(metrics, "_BLOCK_PIXELS", 50)
+    monkeypatch.setattr(_sums_reference, "_STRIP_PIXELS", 100)
+    monkeypatch.setattr(_sums_numba, "_BLOCK_PIXELS", 50)
     assert_same_sums(whole, pair_sums(a, b, impl="reference", **kw), exact=True)
     assert_same_sums(whole, pair_sums(a, b, impl="numba", **kw), exact=True)
 
@@ -464,7 +466,7 @@ def test_histogram_bin_formula_for_every_uint8_value():
     for x in range(256):
         if lo <= x <= hi:
             want[min(math.floor((x - lo) * bins / (hi - lo)), bins - 1)] += 1
-    for impl in ("reference", "numba") if metrics._numba is not None else ("reference",):
+    for impl in ("reference", "numba") if _sums_numba._numba is not None else ("reference",):
         s = pair_sums(v, v, hist_range=(lo, hi), bins=bins, impl=impl)
         np.testing.assert_array_equal(s.hist_a[0], want)
 
@@ -628,7 +630,7 @@ def test_cuda_needs_cupy_arrays():
 def test_works_without_numba(monkeypatch):
     a, b = random_pair(np.random.default_rng(13), (9, 7, 3), np.uint8)
     want = pair_sums(a, b, impl="reference", hist_range=(0, 256))
-    monkeypatch.setattr(metrics, "_numba", None)
+    monkeypatch.setattr(_sums_numba, "_numba", None)
     assert_same_sums(want, pair_sums(a, b, hist_range=(0, 256)), exact=True)  # auto -> reference
     with pytest.raises(BackendUnavailable, match="numba"):
         pair_sums(a, b, impl="numba")
@@ -647,7 +649,7 @@ def _kernel_buffer(a, b, *, tolerance, center, bins, hist_range):
     if is_int:
         A64, B64 = A.astype(np.int64), B.astype(np.int64)
         d = np.abs(A64 - B64)
-        itol = metrics._integer_tolerance(tolerance, a.dtype)
+        itol = _sums_core._integer_tolerance(tolerance, a.dtype)
         over = d > itol
         per = [d, d * d, A64, B64, A64 * A64, B64 * B64, A64 * B64]
         sums = np.stack([x.sum(axis=(0, 1)) for x in per], axis=1).astype(np.uint64).ravel()
@@ -675,7 +677,7 @@ def test_cuda_buffer_decodes_to_the_reference(dtype, shape):
     kw = dict(tolerance=0.5, center=0.75, bins=20, hist_range=full_range(dtype))
     host = _kernel_buffer(a, b, **kw)
     C = 1 if a.ndim == 2 else a.shape[2]
-    got = metrics._decode_cuda_buffer(
+    got = _sums_cuda._decode_cuda_buffer(
         host, C=C, nbins=20, npix=a.shape[0] * a.shape[1], is_int=a.dtype.kind == "u",
         center=0.75, hist_range=kw["hist_range"],
     )  # fmt: skip
@@ -696,7 +698,7 @@ def test_cuda_kernel_names_exist_in_the_source():
     for dtype in DTYPES:
         for C in (1, 3):
             for n, bins in ((100, 0), (100, 256), (100, 65536), (2**31, 256)):
-                name, shared = metrics._cuda_kernel_name(dtype, C, n * C, bins)
+                name, shared = _sums_cuda._cuda_kernel_name(dtype, C, n * C, bins)
                 assert name in defined, name
                 assert shared == (2 * C * bins * 4 if 2 * C * bins * 4 <= 48 * 1024 else 0)
                 assert ("global_hist" in name) == (2 * C * bins * 4 > 48 * 1024)

@@ -20,14 +20,10 @@ import pytest
 
 from gpudiff.report import _plots as rp
 from gpudiff.errors import ConfigError, GpudiffError, InputError
-from gpudiff.report._page import (
-    _downscale,
-    _extreme,
-    _plain_layout,
-    _read_chunks_directly,
-    build_report,
-    register_cli,
-)
+from gpudiff.cli._report import register_cli
+from gpudiff.report import build_report
+from gpudiff.report._columns import _extreme, _plain_layout, _read_chunks_directly
+from gpudiff.report._thumbs import _downscale
 from gpudiff.engine._store import Field, ResultStore
 
 PIL = pytest.importorskip("PIL.Image")

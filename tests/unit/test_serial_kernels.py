@@ -7,7 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from gpudiff.pair._sums import pair_sums, serial_kernels
+from gpudiff.pair._sums import pair_sums
+from gpudiff.pair._sums_numba import serial_kernels
 
 pytest.importorskip("numba")
 

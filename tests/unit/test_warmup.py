@@ -19,8 +19,9 @@ pytest.importorskip("numba")
 
 PROBE = r"""
 import json, numpy as np
-from gpudiff.pair import _sums as metrics
-from gpudiff.pair._sums import pair_sums, serial_kernels
+from gpudiff.pair import _sums_numba
+from gpudiff.pair._sums import pair_sums
+from gpudiff.pair._sums_numba import serial_kernels
 rng = np.random.default_rng(5)
 for dt, hist in ((np.uint8, (0, 256)), (np.uint16, (0, 65536)), (np.float32, (0.0, 1.0))):
     a = (rng.random((37, 29, 3)) * (255 if dt != np.float32 else 1)).astype(dt)
@@ -29,7 +30,7 @@ for dt, hist in ((np.uint8, (0, 256)), (np.uint16, (0, 65536)), (np.float32, (0.
     pair_sums(a[1:, 2:], a[:-1, :-2], bins=256, hist_range=hist)   # a view, the parallel driver
 out = {}
 for name in ("_numba_integer_serial", "_numba_float_serial", "_numba_integer", "_numba_float"):
-    st = getattr(metrics, name).stats
+    st = getattr(_sums_numba, name).stats
     out[name] = [sum(st.cache_hits.values()), sum(st.cache_misses.values())]
 print(json.dumps(out))
 """
