@@ -93,21 +93,27 @@ if _numba is not None:
         return count
 
     @_inline
+    def _add_channel(sums, counts, blk, c, C, t):
+        """Add one channel's row sums ``t`` (l1, sse, max, l0, sa, sb, saa, sbb, sab) to block ``blk``.
+        A NaN maximum is not taken (``mx > s[2]`` is False), as in the row loop."""
+        s = sums[blk, c]
+        s[0] += t[0]
+        s[1] += t[1]
+        if t[2] > s[2]:
+            s[2] = t[2]
+        s[3] += t[4]
+        s[4] += t[5]
+        s[5] += t[6]
+        s[6] += t[7]
+        s[7] += t[8]
+        counts[blk, c] += t[3]
+        if C == 1:
+            counts[blk, 1] += t[3]
+
+    @_inline
     def _int_row(ra, rb, W, C, itol, sums, counts, blk):
         for c in range(C):
-            l1, sse, mx, l0, sa, sb, saa, sbb, sab = _int_channel(ra, rb, c, W, C, itol)
-            s = sums[blk, c]
-            s[0] += l1
-            s[1] += sse
-            s[2] = max(s[2], mx)
-            s[3] += sa
-            s[4] += sb
-            s[5] += saa
-            s[6] += sbb
-            s[7] += sab
-            counts[blk, c] += l0
-            if C == 1:
-                counts[blk, 1] += l0
+            _add_channel(sums, counts, blk, c, C, _int_channel(ra, rb, c, W, C, itol))
         if C > 1:
             counts[blk, C] += _int_any(ra, rb, W, C, itol)
 
@@ -155,20 +161,7 @@ if _numba is not None:
     @_inline
     def _float_row(ra, rb, W, C, tol, center, sums, counts, blk):
         for c in range(C):
-            l1, sse, mx, l0, sa, sb, saa, sbb, sab = _float_channel(ra, rb, c, W, C, tol, center)
-            s = sums[blk, c]
-            s[0] += l1
-            s[1] += sse
-            if mx > s[2]:
-                s[2] = mx
-            s[3] += sa
-            s[4] += sb
-            s[5] += saa
-            s[6] += sbb
-            s[7] += sab
-            counts[blk, c] += l0
-            if C == 1:
-                counts[blk, 1] += l0
+            _add_channel(sums, counts, blk, c, C, _float_channel(ra, rb, c, W, C, tol, center))
         if C > 1:
             counts[blk, C] += _float_any(ra, rb, W, C, tol)
 
