@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from .. import backend as _backend
 from ..errors import EXIT_FAILED_ITEMS, EXIT_INTERRUPTED, EXIT_OK, ConfigError, GpudiffError
 from ..options import CompareOptions
 from ._plan import Plan, Shard, make_plan, shard_from_env
+
+if TYPE_CHECKING:  # for the annotation only; the functions import the store where they use it
+    from ._store import Field
 
 __all__ = ["RunConfig", "RunReport", "run", "process_chunk", "MAP_KINDS"]
 
@@ -340,7 +344,7 @@ def _resolve_bins_range(options: CompareOptions, source) -> tuple[CompareOptions
     return options.replace(bins_range=f"0:{top:g}"), note
 
 
-def _label_fields(source) -> list:
+def _label_fields(source) -> list[Field]:
     """Sequences: each item's frame names (file path, ``stack.tif[page 3]``, ``clip.mp4[frame 9]``)
     and, where the source has them, times (seconds from the first frame)."""
     from ._store import Field  # noqa: PLC0415

@@ -966,10 +966,7 @@ def _reopen(path, mode):
 
 def _host(values):
     """A CuPy array comes to the host; anything else passes."""
-    get = getattr(values, "get", None)
-    if get is not None and is_device_array(values):
-        return get()  # sync
-    return values
+    return values.get() if is_device_array(values) else values  # .get() syncs
 
 
 def _read_robust(arr, sl: slice, name: str) -> np.ndarray:

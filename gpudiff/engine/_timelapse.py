@@ -173,7 +173,6 @@ def run_dedup(
     buf: list[Decision] = []
 
     def flush_chunk(c: int, decisions: list[Decision]):
-        m = len(decisions)
         cols = {
             "reference_index": np.array([d.reference for d in decisions], np.int64),
             "moving_index": np.array([d.index for d in decisions], np.int64),

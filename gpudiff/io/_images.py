@@ -424,6 +424,15 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
+def _cannot_read(path: str, exc: OSError, fix: str = "check the path") -> InputError:
+    """The one-line error for a file the OS will not let us stat, open or read."""
+    if isinstance(exc, PermissionError):
+        return InputError(
+            f"{path} cannot be read (permission denied): check the permissions of the file and its folders"
+        )
+    return InputError(f"{path} cannot be read ({_first_line(exc)}): {fix}")
+
+
 def _stat_file(path: str):
     """os.stat of a path the user named, or the InputError that says what is wrong."""
     try:
@@ -432,12 +441,8 @@ def _stat_file(path: str):
         raise InputError(f"{path} not found: check the path") from None
     except NotADirectoryError:
         raise InputError(f"{path} not found (a parent is a file, not a folder): check the path") from None
-    except PermissionError:
-        raise InputError(
-            f"{path} cannot be read (permission denied): check the permissions of the file and its folders"
-        ) from None
     except OSError as exc:
-        raise InputError(f"{path} cannot be read ({_first_line(exc)}): check the path") from None
+        raise _cannot_read(path, exc) from None
 
 
 def _open_file(path: str):
@@ -451,12 +456,8 @@ def _open_file(path: str):
         raise InputError(f"{path} is empty (0 bytes): the file was not written completely; export it again")
     try:
         fh = open(path, "rb")  # noqa: SIM115 - closed by the caller's ExitStack
-    except PermissionError:
-        raise InputError(
-            f"{path} cannot be read (permission denied): check the permissions of the file and its folders"
-        ) from None
     except OSError as exc:
-        raise InputError(f"{path} cannot be read ({_first_line(exc)}): check the path") from None
+        raise _cannot_read(path, exc) from None
     return fh, st.st_size
 
 
@@ -480,7 +481,7 @@ def _open_source(path, page: int):
         try:
             head = fh.read(_HEAD_BYTES)
         except OSError as exc:
-            raise InputError(f"{path} cannot be read ({_first_line(exc)}): check the file") from None
+            raise _cannot_read(path, exc, "check the file") from None
         fmt = _sniff(head)
         if fmt is None:
             raise InputError(f"{path} is not an image gpudiff can read ({_FORMATS_TEXT})")

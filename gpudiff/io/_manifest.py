@@ -6,7 +6,7 @@ import csv
 import os
 
 from ..errors import InputError
-from ._images import _first_line, read_image
+from ._images import _cannot_read, _first_line, read_image
 from ._source import Source, _ImageFilesMixin, _check_frame_budget, _files_fingerprint, _stat_entry
 
 
@@ -37,7 +37,7 @@ class ManifestSource(_ImageFilesMixin, Source):
         except csv.Error as exc:
             raise InputError(f"{path} is not a valid CSV ({_first_line(exc)}): {_MANIFEST_FIX}") from None
         except OSError as exc:
-            raise InputError(f"{path} cannot be read ({_first_line(exc)}): check the file") from None
+            raise _cannot_read(path, exc, "check the file") from None
         rows = [(n, r) for n, r in rows if r and any(c.strip() for c in r) and not r[0].lstrip().startswith("#")]
         if not rows:
             raise InputError(f"{path} is empty: {_MANIFEST_FIX}")

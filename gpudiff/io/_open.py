@@ -46,9 +46,9 @@ from ..errors import InputError
 from ..options import DEFAULT_MAX_PIXELS
 from ._folder import FolderSource
 from ._gif import GifSource
-from ._images import _check_max_pixels, _sniff, _stat_file, _whole_number
+from ._images import _cannot_read, _check_max_pixels, _sniff, _stat_file, _whole_number
 from ._manifest import ManifestSource
-from ._source import Source, _GLOB_CHARS, _read_head, _single_image
+from ._source import Source, _GLOB_CHARS, _single_image
 from ._tiff import TiffSource
 from ._video import VideoSource, _looks_like_video
 from ._zarr import ZarrSource, _is_zarr_dir
@@ -63,6 +63,15 @@ _SEQUENCES_TEXT = (
 
 # --------------------------------------------------------------------------------------------
 # open_source
+
+
+def _read_head(path: str, n: int = 64) -> bytes:
+    """The first ``n`` bytes, to tell the kinds apart by their magic bytes."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(n)
+    except OSError as exc:
+        raise _cannot_read(path, exc, "check the file") from None
 
 
 def _check_page_budget(page_budget):

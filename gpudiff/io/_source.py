@@ -13,7 +13,7 @@ import threading
 import numpy as np
 
 from ..errors import InputError
-from ._images import _first_line, _sci, _sniff, probe_image
+from ._images import _sci, _sniff, probe_image
 
 
 #: File names a folder or glob takes as images without looking inside (others: by magic bytes).
@@ -218,18 +218,6 @@ def _files_fingerprint(entries) -> dict:
     if len(entries) <= _FINGERPRINT_LISTED:
         out["files"] = [{"path": n, "size": s, "mtime_ns": m} for n, s, m in entries]
     return out
-
-
-def _read_head(path: str, n: int = 64) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(n)
-    except PermissionError:
-        raise InputError(
-            f"{path} cannot be read (permission denied): check the permissions of the file and its folders"
-        ) from None
-    except OSError as exc:
-        raise InputError(f"{path} cannot be read ({_first_line(exc)}): check the file") from None
 
 
 def _single_image(path: str) -> InputError:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ._text import _axis_label, _esc, _fmt, _label
 from . import _plots as rp
+
+if TYPE_CHECKING:  # _columns imports this module
+    from ._columns import _Run
 
 
 # --------------------------------------------------------------------------------------------------
@@ -73,7 +77,7 @@ def _metric_figures(b: rp.Buckets, d: rp.ColumnDigest) -> list[_Figure]:
     ]
 
 
-def _flow_figure(run, digests: dict) -> _Figure | None:
+def _flow_figure(run: _Run, digests: dict) -> _Figure | None:
     series = {}
     for name, label in (("flow_mean", "mean |flow|"), ("flow_p95", "p95 |flow|")):
         d = digests.get(name)
