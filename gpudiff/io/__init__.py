@@ -1,6 +1,10 @@
 """Sources: opening what the user points at, lazily, validating cheaply first.
 
 - ``_images``: one image file (PNG, JPEG, TIFF page, ...) to an array, refusing bombs before decoding;
+  it tells the format by the magic bytes and hands the file to that format's reader (``_read_pillow``,
+  ``_read_png``, ``_read_pnm``, ``_read_gif``, ``_read_tiff``), which describes the page in an
+  ``ImageInfo`` (``_imageinfo``) from the header; ``_validate`` checks arrays and options,
+  ``_readerrors`` words the errors, ``_pillow_limits`` sets Pillow's limits while reads are in flight;
 - ``_source``: the :class:`Source` interface and what the kinds share (budgets, fingerprint, sort);
 - one module per source kind: ``_folder`` (image folder or glob), ``_tiff`` (TIFF/OME-TIFF stack),
   ``_zarr`` (Zarr/OME-Zarr array), ``_video`` (PyAV), ``_gif``, ``_manifest`` (CSV of pairs);
@@ -11,7 +15,8 @@ on first use of one of their names (PEP 562), so ``import gpudiff`` (every CLI s
 worker) does not pay for readers it may never need.
 """
 
-from ._images import probe_image, read_image, validate_array
+from ._images import probe_image, read_image
+from ._validate import validate_array
 
 #: names this face loads on first use, and the module that defines each
 _LAZY = {"open_source": "_open", "SOURCE_KINDS": "_open", "Source": "_source", "natural_key": "_source"}

@@ -6,7 +6,8 @@ import glob
 import os
 
 from ..errors import InputError
-from ._images import _first_line, read_image
+from ._images import read_image
+from ._readerrors import _first_line
 from ._source import (
     Source,
     _ImageFilesMixin,

@@ -7,7 +7,9 @@ import contextlib
 import numpy as np
 
 from ..errors import InputError
-from ._images import _first_line, _pillow_guard, probe_image, validate_array
+from ._images import probe_image
+from ._pillow_limits import _pillow_guard
+from ._readerrors import _first_line
 from ._source import (
     Source,
     _check_budget,
@@ -16,6 +18,7 @@ from ._source import (
     _single_image,
     _stat_entry,
 )
+from ._validate import validate_array
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ import csv
 import os
 
 from ..errors import InputError
-from ._images import _cannot_read, _first_line, read_image
+from ._images import read_image
+from ._readerrors import _cannot_read, _first_line
 from ._source import Source, _ImageFilesMixin, _check_frame_budget, _files_fingerprint, _stat_entry
 
 

@@ -46,10 +46,12 @@ from ..errors import InputError
 from ..options import DEFAULT_MAX_PIXELS
 from ._folder import FolderSource
 from ._gif import GifSource
-from ._images import _cannot_read, _check_max_pixels, _sniff, _stat_file, _whole_number
+from ._images import _sniff
 from ._manifest import ManifestSource
+from ._readerrors import _cannot_read, _stat_file
 from ._source import Source, _GLOB_CHARS, _single_image
 from ._tiff import TiffSource
+from ._validate import _check_max_pixels, _whole_number
 from ._video import VideoSource, _looks_like_video
 from ._zarr import ZarrSource, _is_zarr_dir
 

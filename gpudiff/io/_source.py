@@ -13,7 +13,8 @@ import threading
 import numpy as np
 
 from ..errors import InputError
-from ._images import _sci, _sniff, probe_image
+from ._images import _sniff, probe_image
+from ._readerrors import _sci
 
 
 #: File names a folder or glob takes as images without looking inside (others: by magic bytes).

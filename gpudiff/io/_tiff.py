@@ -13,8 +13,10 @@ import threading
 import numpy as np
 
 from ..errors import InputError
-from ._images import _TiffPlane, _first_line, _tiff_chain_cut, validate_array
+from ._read_tiff import _TiffPlane, _tiff_chain_cut
+from ._readerrors import _first_line
 from ._source import Source, _check_budget, _files_fingerprint, _single_image, _stat_entry
+from ._validate import validate_array
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from ..errors import InputError
-from ._images import _first_line, validate_array
+from ._readerrors import _first_line
 from ._source import (
     Source,
     VIDEO_EXTENSIONS,
@@ -20,6 +20,7 @@ from ._source import (
     _files_fingerprint,
     _stat_entry,
 )
+from ._validate import validate_array
 
 
 #: A video's packet table travels with a pickled source up to this many frames (else rebuilt).

@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from ..errors import InputError
-from ._images import _first_line, _output_dtype, validate_array
+from ._readerrors import _first_line
 from ._source import (
     Source,
     _check_budget,
@@ -18,6 +18,7 @@ from ._source import (
     _single_image,
     _stat_entry,
 )
+from ._validate import _output_dtype, validate_array
 
 
 #: Zarr blocks along the frame axis cached per source (bytes), so a chunk of 64 frames is decoded once.

@@ -173,7 +173,8 @@ def _json_safe(obj):
 
 def _load(image, name: str, options: CompareOptions):
     """A path is read (with the pixel budget); an array is validated. Returns (array, label)."""
-    from ..io._images import read_image, validate_array  # noqa: PLC0415
+    from ..io._images import read_image  # noqa: PLC0415
+    from ..io._validate import validate_array  # noqa: PLC0415
 
     if isinstance(image, (str, os.PathLike)):
         return read_image(image, page=options.page, max_pixels=options.max_pixels), str(image)

@@ -18,9 +18,10 @@ import pytest
 import tifffile
 from PIL import Image, ImageFile
 
-from gpudiff.io import _images as images
+from gpudiff.io import _read_pillow, _readerrors
 from gpudiff.errors import ConfigError, InputError
-from gpudiff.io._images import probe_image, read_image, validate_array
+from gpudiff.io._images import probe_image, read_image
+from gpudiff.io._validate import validate_array
 
 
 def refused(call, *, names, hint):
@@ -89,7 +90,7 @@ def test_permission_denied_simulated(tmp_path, camera, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(images, "open", denied, raising=False)
+    monkeypatch.setattr(_readerrors, "open", denied, raising=False)
     refused(lambda: read_image(camera), names=camera, hint="(permission denied): check the permissions")
 
 
@@ -398,20 +399,20 @@ def test_pillow_decompression_bomb_error_becomes_ours(camera, monkeypatch):
     def bomb(im):
         raise Image.DecompressionBombError("Image size (...) exceeds limit")
 
-    monkeypatch.setattr(images, "_pillow_to_array", bomb)
+    monkeypatch.setattr(_read_pillow, "_pillow_to_array", bomb)
     refused(lambda: read_image(camera), names=camera, hint=BUDGET_HINT)
 
 
 def test_pillow_limits_set_during_read_and_restored(camera, monkeypatch):
     seen = {}
-    real = images._pillow_to_array
+    real = _read_pillow._pillow_to_array
 
     def spy(im):
         seen["max"] = Image.MAX_IMAGE_PIXELS
         seen["truncated"] = ImageFile.LOAD_TRUNCATED_IMAGES
         return real(im)
 
-    monkeypatch.setattr(images, "_pillow_to_array", spy)
+    monkeypatch.setattr(_read_pillow, "_pillow_to_array", spy)
     before = Image.MAX_IMAGE_PIXELS
     read_image(camera, max_pixels=3_000_000_000)
     assert seen == {"max": 3_000_000_000, "truncated": False}

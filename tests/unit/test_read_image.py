@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from gpudiff.io._images import ImageInfo, probe_image, read_image, validate_array
+from gpudiff.io._imageinfo import ImageInfo
+from gpudiff.io._images import probe_image, read_image
+from gpudiff.io._validate import validate_array
 
 
 def cv_rgb(path, index=None):
