@@ -51,7 +51,8 @@ def make_store(path: Path, n: int, chunk: int, seed: int = 0) -> float:
     """Write the synthetic store; returns seconds taken."""
     import zarr
 
-    from gpudiff.engine._store import METRIC_COLUMNS, Field, ResultStore
+    from gpudiff.engine._schema import METRIC_COLUMNS, Field
+    from gpudiff.engine._store import ResultStore
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)

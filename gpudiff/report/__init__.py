@@ -2,8 +2,8 @@
 
 From the bottom up:
 
-- ``_plots``: memory-bounded digests of columns, and the matplotlib drawings (timelines,
-  histograms, drift);
+- ``_digest``: memory-bounded digests of columns (buckets, per-bucket minimum and maximum, histograms);
+- ``_plots``: the matplotlib drawings of the digests (timelines, histograms, drift);
 - ``_text``: metric descriptions, labels, number formatting, HTML escaping;
 - ``_figures``: a timeline and a histogram per metric, the flow figure, with their captions;
 - ``_columns``: the store read one column at a time in parallel jobs, into per-metric sections;

@@ -15,7 +15,7 @@ thumbnails as JPEG data URIs, inline CSS); there is no script, and a Content-Sec
 forbids any network access.
 
 Scale: the store is read one column at a time (a float64 column of a million items is 8 MB) and
-every plot is drawn from a bounded digest (:mod:`gpudiff.report._plots`): timelines keep the
+every plot is drawn from a bounded digest (:mod:`gpudiff.report._digest`): timelines keep the
 minimum, maximum and mean of each of at most ``max_points`` buckets, distributions are
 histograms. So the page's size depends on ``max_points`` and ``top``, not on the number of items,
 and memory on one column at a time per worker process.
@@ -31,6 +31,7 @@ import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -181,7 +182,7 @@ def build_report(store_path, *, html=None, png_dir=None, top: int = DEFAULT_TOP,
     Notes
     -----
     The store is read one column at a time; each column becomes a digest
-    (:func:`gpudiff.report._plots.digest_column`) and is dropped, so memory is a few columns of the
+    (:func:`gpudiff.report._digest.digest_column`) and is dropped, so memory is a few columns of the
     store (per worker) plus the figures. Whole numeric columns are read chunk file by chunk file
     (~25 us per chunk; zarr-python's event loop takes ~0.17 ms per chunk, 2.7 s per column for a
     million items in chunks of 64). With ``workers`` > 1 the columns are read by a spawned
@@ -196,14 +197,50 @@ def build_report(store_path, *, html=None, png_dir=None, top: int = DEFAULT_TOP,
     top = _check_int("--top", top, 0, 500)
     max_points = _check_int("--max-points", max_points, 100, 1_000_000)
     html_path, png_path = _check_outputs(html, png_dir)
+    store, metrics = _open_store(store_path, rank_by)
+    run, cols, drift = _read_columns(store, metrics, workers, max_points=max_points, top=top, rank_by=rank_by)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        extra = {"drift": drift, "flow": _flow_figure(run, cols.digests)}
+        src = _from_source(store, run, cols, top)
+    run.warnings += _job_warnings(caught)
+    notices = _notices(run, src.note)
+    figures = list(cols.figures) + [f for f in (extra["drift"], extra["flow"]) if f is not None]
+    png_files = []
+    if png_path is not None:
+        png_files = _write_pngs(png_path, figures, src.tables, src.foreground)
+    page_bytes = None
+    if html_path is not None:
+        page = _page(run, cols, extra, notices, src.pairs, src.foreground, src.ok, time.perf_counter() - t0)
+        page_bytes = _write_text(html_path, page)
+    s = run.summary
+    return ReportSummary(
+        store=str(store.path), html=str(html_path) if html_path else None, png_files=tuple(png_files),
+        n_items=s["n_items"], done=s["done"], failed=s["failed"], pending=s["pending"],
+        metrics=tuple(dict.fromkeys(f.column for f in cols.figures)), figures=tuple(f.name for f in figures),
+        ranked_by=run.ranked_by, source_available=src.ok, notices=tuple(notices), page_bytes=page_bytes,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# the steps of build_report
+# --------------------------------------------------------------------------------------------------
+
+
+def _open_store(store_path, rank_by: str | None):
+    """The store and its metric columns; InputError for an empty store, ConfigError for an unknown ``rank_by``."""
     store = ResultStore.open(store_path)
     if store.n_items == 0:
         raise InputError(f"{store.path} is an empty result store (0 items): nothing to report; check the run's input")
     metrics = _metric_columns(store)
     if rank_by is not None and rank_by not in metrics:
         raise ConfigError(f"--rank-by {rank_by}: the store has no such metric; it has {', '.join(metrics) or 'none'}")
+    return store, metrics
 
-    notices: list[str] = []
+
+def _read_columns(store, metrics, workers: int | None, *, max_points: int, top: int, rank_by: str | None):
+    """(run, per-metric sections, drift figure): the store read a column per job, in ``workers`` processes."""
     if workers is None:
         workers = _auto_workers(store, len(metrics))
     else:
@@ -214,45 +251,72 @@ def build_report(store_path, *, html=None, png_dir=None, top: int = DEFAULT_TOP,
         cols, drift = _column_sections(run, pool, top=top, rank_by=rank_by)
     finally:
         pool.shutdown(cancel_futures=True)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RuntimeWarning)
-        extra = {"drift": drift, "flow": _flow_figure(run, cols.digests)}
-        source, source_ok, src_note = None, False, None
-        names = _field_names(store)
-        fg_items = None
-        if "maps/foreground" in names:
-            fg_items = cols.foreground_items
-            if fg_items is None:
-                d = np.flatnonzero(run.done)
-                fg_items = d[np.linspace(0, d.size - 1, min(FOREGROUND_EXAMPLES, d.size)).astype(int)] if d.size \
-                    else np.zeros(0, np.int64)
-        if top > 0 or fg_items is not None:
-            source, src_note = _open_source(store)
-            source_ok = source is not None
-        pairs, tables = {}, {}
-        if top > 0 and run.most.size:
-            most = _pair_rows(run, run.most, cols.digests, source)
-            least = _pair_rows(run, run.least, cols.digests, source)
-            order = "highest" if run.rank_sign > 0 else "lowest"
-            among = "kept frames" if run.least_among_kept else "done items"
-            pairs["most"] = _pairs_html(
-                f"The {len(most)} most changed pairs", "most-changed",
-                f"Ranked by {run.ranked_by} ({order} first).", most, _heat_pngs(most))
-            pairs["least"] = _pairs_html(
-                f"The {len(least)} least changed pairs among {among}", "least-changed",
-                f"Ranked by {run.ranked_by}: "
-                + ("near-duplicates that slipped through dedup show up here." if run.least_among_kept
-                   else "near-duplicates show up here."), least, _heat_pngs(least))
-            tables = {"most_changed": most, "least_changed": least}
-        elif top > 0:
-            msg = "No metric with a value to rank the pairs by."
-            pairs["most"] = f'<section id="most-changed"><h2>Most changed pairs</h2><p>{msg}</p></section>'
-            pairs["least"] = f'<section id="least-changed"><h2>Least changed pairs</h2><p>{msg}</p></section>'
-        fg = _foreground_examples(run, fg_items, source) if fg_items is not None and len(fg_items) else []
-        if source is not None:
-            with contextlib.suppress(Exception):
-                source.close()
-    run.warnings += _job_warnings(caught)
+    return run, cols, drift
+
+
+class _FromSource(NamedTuple):
+    """What the page shows of the source itself: thumbnails of pairs and foreground masks."""
+
+    ok: bool  # the source could be opened
+    note: str | None  # why not, for the notice box
+    pairs: dict  # "most" / "least" -> the HTML section of a thumbnail table
+    tables: dict  # "most_changed" / "least_changed" -> the rows of those tables (for the PNG export)
+    foreground: list  # foreground mask examples
+
+
+def _from_source(store, run, cols, top: int) -> _FromSource:
+    """Open the source (only when thumbnails or foreground examples are wanted) and make them."""
+    source, src_note = None, None
+    fg_items = _foreground_items(store, run, cols)
+    if top > 0 or fg_items is not None:
+        source, src_note = _open_source(store)
+    pairs, tables = _pair_tables(run, cols, source, top)
+    fg = _foreground_examples(run, fg_items, source) if fg_items is not None and len(fg_items) else []
+    if source is not None:
+        with contextlib.suppress(Exception):
+            source.close()
+    return _FromSource(source is not None, src_note, pairs, tables, fg)
+
+
+def _foreground_items(store, run, cols):
+    """Items whose foreground mask is shown (None when the store has no foreground maps)."""
+    if "maps/foreground" not in _field_names(store):
+        return None
+    fg_items = cols.foreground_items
+    if fg_items is None:
+        d = np.flatnonzero(run.done)
+        fg_items = d[np.linspace(0, d.size - 1, min(FOREGROUND_EXAMPLES, d.size)).astype(int)] if d.size \
+            else np.zeros(0, np.int64)
+    return fg_items
+
+
+def _pair_tables(run, cols, source, top: int) -> tuple[dict, dict]:
+    """(HTML sections, rows) of the most and least changed pairs; empty without ``top``."""
+    pairs, tables = {}, {}
+    if top > 0 and run.most.size:
+        most = _pair_rows(run, run.most, cols.digests, source)
+        least = _pair_rows(run, run.least, cols.digests, source)
+        order = "highest" if run.rank_sign > 0 else "lowest"
+        among = "kept frames" if run.least_among_kept else "done items"
+        pairs["most"] = _pairs_html(
+            f"The {len(most)} most changed pairs", "most-changed",
+            f"Ranked by {run.ranked_by} ({order} first).", most, _heat_pngs(most))
+        pairs["least"] = _pairs_html(
+            f"The {len(least)} least changed pairs among {among}", "least-changed",
+            f"Ranked by {run.ranked_by}: "
+            + ("near-duplicates that slipped through dedup show up here." if run.least_among_kept
+               else "near-duplicates show up here."), least, _heat_pngs(least))
+        tables = {"most_changed": most, "least_changed": least}
+    elif top > 0:
+        msg = "No metric with a value to rank the pairs by."
+        pairs["most"] = f'<section id="most-changed"><h2>Most changed pairs</h2><p>{msg}</p></section>'
+        pairs["least"] = f'<section id="least-changed"><h2>Least changed pairs</h2><p>{msg}</p></section>'
+    return pairs, tables
+
+
+def _notices(run, src_note: str | None) -> list[str]:
+    """What the page's notice box says: items pending, source missing, unaligned items, buckets, store warnings."""
+    notices: list[str] = []
     s = run.summary
     if s["pending"]:
         notices.append(
@@ -275,31 +339,12 @@ def build_report(store_path, *, html=None, png_dir=None, top: int = DEFAULT_TOP,
         )
     for text in dict.fromkeys(run.warnings):
         notices.append(f"Store: {text}.")
+    return notices
 
-    figures = list(cols.figures) + [f for f in (extra["drift"], extra["flow"]) if f is not None]
-    png_files = []
-    if png_path is not None:
-        png_files = _write_pngs(png_path, figures, tables, fg)
-    page_bytes = None
-    if html_path is not None:
-        page = _page(run, cols, extra, notices, pairs, fg, source_ok, time.perf_counter() - t0)
-        page_bytes = _write_text(html_path, page)
-    return ReportSummary(
-        store=str(store.path),
-        html=str(html_path) if html_path else None,
-        png_files=tuple(png_files),
-        n_items=s["n_items"],
-        done=s["done"],
-        failed=s["failed"],
-        pending=s["pending"],
-        metrics=tuple(dict.fromkeys(f.column for f in cols.figures)),
-        figures=tuple(f.name for f in figures),
-        ranked_by=run.ranked_by,
-        source_available=source_ok,
-        notices=tuple(notices),
-        page_bytes=page_bytes,
-        seconds=time.perf_counter() - t0,
-    )
+
+# --------------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------------
 
 
 def _write_text(path: Path, text: str) -> int:

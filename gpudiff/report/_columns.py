@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..engine._store import DONE, METRIC_COLUMNS, ResultStore
+from ..engine._schema import DONE, METRIC_COLUMNS
+from ..engine._store import ResultStore
 from ..errors import GpudiffError, InputError
 from ._figures import _Figure, _make_figure, _metric_figures
 from ._text import _fmt
+from . import _digest as rd
 from . import _plots as rp
 
 
@@ -257,7 +259,7 @@ class _ColumnJob:
 
     path: str
     name: str
-    buckets: rp.Buckets
+    buckets: rd.Buckets
     done: np.ndarray
     flags: dict
     threshold: float | None
@@ -270,7 +272,7 @@ class _ColumnJob:
 @dataclass
 class _ColumnOut:
     name: str
-    digest: rp.ColumnDigest
+    digest: rd.ColumnDigest
     figures: list
     note: str | None
     most: np.ndarray
@@ -287,7 +289,7 @@ def _job_column(job: _ColumnJob) -> _ColumnOut:
         values = _read1(store, job.name)
         tv = _read1(store, "change_threshold") if job.threshold_column else None
         keep = job.flags.get("kept")
-        d = rp.digest_column(job.name, values, job.buckets, done=job.done, flags=job.flags, keep=keep,
+        d = rd.digest_column(job.name, values, job.buckets, done=job.done, flags=job.flags, keep=keep,
                              threshold=job.threshold, threshold_values=tv)
         del tv
         ok = job.done & ~np.isnan(values)
@@ -311,7 +313,7 @@ def _job_column(job: _ColumnJob) -> _ColumnOut:
     return _ColumnOut(job.name, d, figures, note, most, least, fg, _job_warnings(caught))
 
 
-def _job_drift(path: str, buckets: rp.Buckets, done: np.ndarray, cumulative: bool):
+def _job_drift(path: str, buckets: rd.Buckets, done: np.ndarray, cumulative: bool):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         shift = _read1(ResultStore.open(path), "shift")
@@ -418,7 +420,7 @@ class _Run:
     summary: dict
     status: np.ndarray
     done: np.ndarray
-    buckets: rp.Buckets
+    buckets: rd.Buckets
     flags: dict
     thresholds: dict
     metrics: list
@@ -454,7 +456,7 @@ def _load_run(store: ResultStore, pool, *, max_points: int) -> _Run:
     for (flag, _), (v, w) in zip(flag_cols, flag_values):
         flags[flag] = v == 1
         warns += w
-    buckets = rp.make_buckets(store.n_items, max_points, x=x, status=status, xlabel=xlabel)
+    buckets = rd.make_buckets(store.n_items, max_points, x=x, status=status, xlabel=xlabel)
     is_manifest = "reference_path" in names or "moving_path" in names
     return _Run(store, summary, status, status == DONE, buckets, flags, _thresholds(store.attrs),
                 _metric_columns(store), is_manifest, warns)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ._text import _axis_label, _esc, _fmt, _label
+from . import _digest as rd
 from . import _plots as rp
 
 if TYPE_CHECKING:  # _columns imports this module
@@ -40,7 +41,7 @@ def _make_figure(name, kind, column, fig, alt, caption) -> _Figure:
     return _Figure(name, kind, column, png, w, h, alt, caption)
 
 
-def _scale_words(d: rp.ColumnDigest) -> str:
+def _scale_words(d: rd.ColumnDigest) -> str:
     if d.scale == "log":
         return "logarithmic scale (the values span more than three decades)"
     if d.scale == "symlog":
@@ -48,7 +49,7 @@ def _scale_words(d: rp.ColumnDigest) -> str:
     return "linear scale"
 
 
-def _metric_figures(b: rp.Buckets, d: rp.ColumnDigest) -> list[_Figure]:
+def _metric_figures(b: rd.Buckets, d: rd.ColumnDigest) -> list[_Figure]:
     stats = f"{d.n_finite} of {d.n_done} done items have a value, from {_fmt(d.vmin)} to {_fmt(d.vmax)}"
     if d.n_posinf:
         stats += f"; {d.n_posinf} are +∞ (marked along the top)"

@@ -1,16 +1,9 @@
-"""The figures of ``gpudiff report``: bounded digests of store columns, and matplotlib plots of them.
+"""The figures of ``gpudiff report``: matplotlib plots of the digests made by :mod:`._digest`.
 
-Two steps, so that the plots cost the same for 100 items and for 1,000,000:
-
-1. **Digest** (NumPy, host): :func:`make_buckets` splits the items into at most ``max_points``
-   consecutive buckets; :func:`digest_column` reduces one column to per-bucket minimum and maximum
-   (a spike of one item in a million stays visible: it is the maximum of its bucket), the buckets
-   holding flagged items (kept, corrupt, cut), a histogram, and the values of a few chosen items.
-   A digest is a few kilobytes whatever the store's size.
-2. **Figures** (matplotlib ``Figure`` objects with the Agg canvas, no pyplot state): a timeline
-   and a histogram per metric, the drift of an aligned run, several series on one axis (optical
-   flow). Colours are Okabe and Ito's colour-blind safe palette, and every class of mark has its
-   own shape as well as its own colour.
+Figures are matplotlib ``Figure`` objects with the Agg canvas, no pyplot state: a timeline and a
+histogram per metric, the drift of an aligned run, several series on one axis (optical flow), a grid
+of thumbnails for the PNG export. Colours are Okabe and Ito's colour-blind safe palette, and every
+class of mark has its own shape as well as its own colour.
 
 Nothing here reads the store: :mod:`gpudiff.report` does, one column at a time.
 """
@@ -19,19 +12,13 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._digest import LOG_DECADES, Buckets, ColumnDigest, choose_scale, minmax_per_bucket
+
 __all__ = [
     "OKABE_ITO",
-    "Buckets",
-    "ColumnDigest",
-    "make_buckets",
-    "minmax_per_bucket",
-    "choose_scale",
-    "histogram_edges",
-    "digest_column",
     "timeline_figure",
     "histogram_figure",
     "drift_figure",
@@ -72,375 +59,7 @@ FLAGS = ("kept", "corrupt", "cut")
 DPI = 100
 TIMELINE_SIZE = (8.3, 2.7)
 HISTOGRAM_SIZE = (3.8, 2.7)
-#: Values spanning at least this many decades get a logarithmic axis.
-LOG_DECADES = 3.0
 
-
-# --------------------------------------------------------------------------------------------------
-# digests
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Buckets:
-    """Consecutive runs of items, one plotted x position each.
-
-    Attributes
-    ----------
-    edges : ndarray of int64, (nb + 1,)
-        Bucket ``k`` holds items ``edges[k]`` to ``edges[k + 1] - 1``; at most one item per bucket
-        when the store has no more items than buckets.
-    x : ndarray of float64, (nb,)
-        Where each bucket is drawn: the middle of the x values (frame or item) of its first and last item.
-    xlabel : str
-        What x is (``'frame (moving)'`` or ``'item'``).
-    failed_fraction, pending_fraction : ndarray of float64, (nb,)
-        Fraction of each bucket's items that failed / are pending.
-    n_failed, n_pending : int
-    """
-
-    edges: np.ndarray
-    x: np.ndarray
-    xlabel: str
-    failed_fraction: np.ndarray
-    pending_fraction: np.ndarray
-    n_failed: int = 0
-    n_pending: int = 0
-
-    @property
-    def failed(self) -> np.ndarray:
-        """Buckets holding at least one failed item."""
-        return self.failed_fraction > 0
-
-    @property
-    def pending(self) -> np.ndarray:
-        """Buckets holding at least one pending item."""
-        return self.pending_fraction > 0
-
-    @property
-    def starts(self) -> np.ndarray:
-        return self.edges[:-1]
-
-    @property
-    def n(self) -> int:
-        return int(self.edges[-1])
-
-    @property
-    def size(self) -> int:
-        """Most items in one bucket (1: every item is drawn)."""
-        return int(np.max(np.diff(self.edges))) if len(self.edges) > 1 else 1
-
-    @property
-    def decimated(self) -> bool:
-        return self.size > 1
-
-
-def make_buckets(n: int, max_points: int, *, x=None, status=None, xlabel: str = "item") -> Buckets:
-    """Split ``n`` items into ``min(n, max_points)`` consecutive buckets of near-equal size.
-
-    Parameters
-    ----------
-    n : int
-        Items (>= 1).
-    max_points : int
-        Most buckets (>= 1).
-    x : array of shape (n,), optional
-        The x value of each item (e.g. the moving frame), non-decreasing; default the item index.
-    status : array of uint8, (n,), optional
-        0 pending, 1 done, 2 failed: the fraction of failed and pending items per bucket.
-    xlabel : str
-        Axis label of ``x``.
-
-    Notes
-    -----
-    Bucket ``k`` of ``nb`` holds items ``floor(k n / nb)`` to ``floor((k + 1) n / nb) - 1``, so
-    sizes differ by at most one and no bucket is empty.
-    """
-    n, max_points = int(n), int(max_points)
-    if n < 1 or max_points < 1:
-        raise ValueError(f"make_buckets: need n >= 1 and max_points >= 1, got {n}, {max_points}")
-    nb = min(n, max_points)
-    edges = (np.arange(nb + 1, dtype=np.int64) * n) // nb
-    if x is None:
-        xs = np.arange(n, dtype=np.float64)
-    else:
-        xs = np.asarray(x, dtype=np.float64)
-    first, last = xs[edges[:-1]], xs[edges[1:] - 1]
-    centre = 0.5 * (first + last)
-    sizes = np.diff(edges).astype(np.float64)
-    if status is None:
-        failed = np.zeros(nb)
-        pending = np.zeros(nb)
-        n_failed = n_pending = 0
-    else:
-        status = np.asarray(status)
-        f = status == 2
-        p = status == 0
-        failed = np.add.reduceat(f, edges[:-1], dtype=np.int64) / sizes
-        pending = np.add.reduceat(p, edges[:-1], dtype=np.int64) / sizes
-        n_failed, n_pending = int(np.count_nonzero(f)), int(np.count_nonzero(p))
-    return Buckets(edges, centre, xlabel, failed, pending, n_failed, n_pending)
-
-
-def minmax_per_bucket(values, buckets: Buckets) -> tuple[np.ndarray, np.ndarray]:
-    """(minimum, maximum) of the finite values of each bucket; NaN where a bucket has none."""
-    v = np.asarray(values, dtype=np.float64)
-    v = np.where(np.isfinite(v), v, np.nan)
-    starts = buckets.starts
-    with np.errstate(invalid="ignore"):
-        lo = np.fmin.reduceat(v, starts)
-        hi = np.fmax.reduceat(v, starts)
-    return lo, hi
-
-
-def choose_scale(values) -> tuple[str, float | None]:
-    """The y (or x) scale for values: ``('linear', None)``, ``('log', None)`` or ``('symlog', linthresh)``.
-
-    Notes
-    -----
-    Logarithmic when no finite value is negative and the positive ones span at least
-    :data:`LOG_DECADES` decades (``max / min >= 10**3``); ``symlog`` (linear below the smallest
-    positive value, ``linthresh``) when zeros are among them, so exact repeats (a distance of 0)
-    stay on the plot.
-    """
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0 or v.min() < 0:
-        return "linear", None
-    pos = v[v > 0]
-    if pos.size < 2:
-        return "linear", None
-    lo, hi = float(pos.min()), float(pos.max())
-    if hi / lo < 10.0**LOG_DECADES:
-        return "linear", None
-    if pos.size < v.size:
-        return "symlog", lo
-    return "log", None
-
-
-def histogram_edges(vmin: float, vmax: float, scale: str, linthresh: float | None, bins: int) -> np.ndarray:
-    """Bin edges for ``bins`` bins over [vmin, vmax]: linear, geometric (log), or a zero bin then
-    geometric (symlog: ``[0, linthresh)`` holds the zeros)."""
-    if not (math.isfinite(vmin) and math.isfinite(vmax)):
-        raise ValueError(f"histogram_edges: range [{vmin}, {vmax}] is not finite")
-    if vmax <= vmin:  # one value: one bin around it
-        half = 0.5 if vmin == 0 else 0.01 * abs(vmin)
-        return np.array([vmin - half, vmin + half])
-    if scale == "log":
-        return np.geomspace(vmin, vmax, bins + 1)
-    if scale == "symlog":
-        return np.concatenate([[0.0], np.geomspace(linthresh, vmax, bins)])
-    return np.linspace(vmin, vmax, bins + 1)
-
-
-@dataclass
-class ColumnDigest:
-    """One column reduced to what its plots need (a few kilobytes whatever the store's size).
-
-    Attributes
-    ----------
-    name : str
-    n_done, n_finite, n_posinf, n_neginf : int
-        Done items; done items with a finite value, +inf, -inf (the rest of the done are NaN:
-        not computed for that item).
-    vmin, vmax : float
-        Range of the finite values (NaN when none).
-    scale, linthresh
-        See :func:`choose_scale`.
-    lo, hi, mean : ndarray (nb,)
-        Per-bucket minimum, maximum and mean of the finite values of done items (NaN where none).
-    marks : dict of flag -> (bucket indices, y)
-        Buckets holding a flagged done item, and the largest finite value among them (NaN: the
-        flagged items there have no finite value; drawn on the bottom rug).
-    bands : dict of flag -> (lo, hi)
-        Per-bucket minimum and maximum of the flagged items' finite values (NaN where none).
-    flag_counts : dict of flag -> int
-    posinf : ndarray of int
-        Buckets holding a +inf value (e.g. PSNR of identical frames).
-    hist_edges : ndarray
-    hist : dict of group -> counts
-        ``{'all': counts}``, or ``{'kept': ..., 'dropped': ...}`` when a keep flag is given.
-    threshold : float or None
-    above, below : int
-        Done items with a finite value ``> threshold`` / ``<= threshold``.
-    threshold_lo, threshold_hi : ndarray or None
-        Per-bucket range of a per-item threshold column, when the threshold varies.
-    """
-
-    name: str
-    n_done: int
-    n_finite: int
-    n_posinf: int
-    n_neginf: int
-    vmin: float
-    vmax: float
-    scale: str
-    linthresh: float | None
-    lo: np.ndarray
-    hi: np.ndarray
-    mean: np.ndarray
-    marks: dict = field(default_factory=dict)
-    bands: dict = field(default_factory=dict)
-    flag_counts: dict = field(default_factory=dict)
-    posinf: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    hist_edges: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    hist: dict = field(default_factory=dict)
-    threshold: float | None = None
-    above: int = 0
-    below: int = 0
-    threshold_lo: np.ndarray | None = None
-    threshold_hi: np.ndarray | None = None
-
-    @property
-    def constant(self) -> bool:
-        """Every finite value is the same (nothing to plot but that value)."""
-        return self.n_finite > 0 and self.vmin == self.vmax
-
-    @property
-    def empty(self) -> bool:
-        return self.n_finite == 0
-
-
-def digest_column(
-    name: str,
-    values,
-    buckets: Buckets,
-    *,
-    done,
-    flags: dict | None = None,
-    keep=None,
-    threshold: float | None = None,
-    threshold_values=None,
-    bins: int | None = None,
-) -> ColumnDigest:
-    """Reduce one per-item column to a :class:`ColumnDigest`.
-
-    Parameters
-    ----------
-    name : str
-        Column name.
-    values : array of float, (n,)
-        The column (NaN for items without a value).
-    buckets : Buckets
-        From :func:`make_buckets` for the same ``n``.
-    done : array of bool, (n,)
-        Items whose value counts (status done); the others are ignored.
-    flags : dict of str -> array of bool, optional
-        Per-item flags to mark (``'kept'``, ``'corrupt'``, ``'cut'``).
-    keep : array of bool, optional
-        Splits the histogram into kept and dropped items.
-    threshold : float, optional
-        A fixed decision threshold on this column (a line on both plots).
-    threshold_values : array of float, (n,), optional
-        A per-item threshold (e.g. ``change_threshold``): a fixed line when constant, else its
-        per-bucket range.
-    bins : int, optional
-        Histogram bins; default ``clip(2 n^(1/3), 10, 60)`` for ``n`` finite values (Terrell-Scott).
-
-    Returns
-    -------
-    ColumnDigest
-
-    Notes
-    -----
-    Reductions run in float64. Per bucket ``B``: ``lo = min_{i in B} v_i``, ``hi = max_{i in B} v_i``
-    over finite values of done items (``numpy.fmin.reduceat`` / ``fmax.reduceat``), so a single-item
-    spike is the ``hi`` of its bucket and remains visible after decimation.
-    """
-    v = np.asarray(values, dtype=np.float64)
-    done = np.asarray(done, dtype=bool)
-    if v.shape != done.shape or v.shape[0] != buckets.n:
-        raise ValueError(f"digest_column {name}: values {v.shape}, done {done.shape}, buckets of {buckets.n} items")
-    vd = np.where(done, v, np.nan)
-    finite = np.isfinite(vd)
-    fin_vals = vd[finite]
-    n_finite = int(fin_vals.size)
-    n_posinf = int(np.count_nonzero(vd == np.inf))
-    n_neginf = int(np.count_nonzero(vd == -np.inf))
-    vmin = float(fin_vals.min()) if n_finite else math.nan
-    vmax = float(fin_vals.max()) if n_finite else math.nan
-    scale, linthresh = choose_scale(fin_vals)
-    lo, hi = minmax_per_bucket(vd, buckets)
-    starts = buckets.starts
-    counts_b = np.add.reduceat(finite, starts, dtype=np.int64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.add.reduceat(np.where(finite, vd, 0.0), starts) / counts_b
-
-    marks, bands, counts = {}, {}, {}
-    for flag, f in (flags or {}).items():
-        f = np.asarray(f, dtype=bool) & done
-        counts[flag] = int(np.count_nonzero(f))
-        if not counts[flag]:
-            continue
-        present = np.maximum.reduceat(f.view(np.uint8), starts).astype(bool)
-        flo, fhi = minmax_per_bucket(np.where(f, vd, np.nan), buckets)
-        idx = np.flatnonzero(present)
-        marks[flag] = (idx, fhi[idx])
-        bands[flag] = (flo, fhi)
-    posinf = np.zeros(0, np.int64)
-    if n_posinf:
-        posinf = np.flatnonzero(np.maximum.reduceat((vd == np.inf).view(np.uint8), starts))
-
-    hist_edges, hist = np.zeros(0), {}
-    if n_finite:
-        if bins is None:
-            bins = int(np.clip(round(2.0 * n_finite ** (1.0 / 3.0)), 10, 60))
-        hist_edges = histogram_edges(vmin, vmax, scale, linthresh, bins)
-        if keep is not None:
-            keep = np.asarray(keep, dtype=bool)
-            groups = {"kept": finite & keep, "dropped": finite & ~keep}
-        else:
-            groups = {"all": finite}
-        for g, m in groups.items():
-            hist[g] = np.histogram(vd[m], bins=hist_edges)[0].astype(np.int64)
-
-    thr_lo = thr_hi = None
-    above = below = 0
-    if threshold is None and threshold_values is not None:
-        t = np.where(done, np.asarray(threshold_values, dtype=np.float64), np.nan)
-        tf = t[np.isfinite(t)]
-        if tf.size and tf.min() == tf.max():
-            threshold = float(tf[0])  # one value for every item: a plain line
-        elif tf.size:
-            thr_lo, thr_hi = minmax_per_bucket(t, buckets)
-            with np.errstate(invalid="ignore"):
-                above = int(np.count_nonzero(finite & (vd > t)))
-                below = int(np.count_nonzero(finite & (vd <= t)))
-    if threshold is not None:
-        threshold = float(threshold)
-        above = int(np.count_nonzero(fin_vals > threshold))
-        below = int(fin_vals.size - above)
-
-    return ColumnDigest(
-        name=name,
-        n_done=int(np.count_nonzero(done)),
-        n_finite=n_finite,
-        n_posinf=n_posinf,
-        n_neginf=n_neginf,
-        vmin=vmin,
-        vmax=vmax,
-        scale=scale,
-        linthresh=linthresh,
-        lo=lo,
-        hi=hi,
-        mean=mean,
-        marks=marks,
-        bands=bands,
-        flag_counts=counts,
-        posinf=posinf,
-        hist_edges=hist_edges,
-        hist=hist,
-        threshold=threshold,
-        above=above,
-        below=below,
-        threshold_lo=thr_lo,
-        threshold_hi=thr_hi,
-    )
-
-
-# --------------------------------------------------------------------------------------------------
-# figures
-# --------------------------------------------------------------------------------------------------
 
 _RC = {
     "font.size": 8.5,
@@ -552,51 +171,12 @@ def timeline_figure(d: ColumnDigest, buckets: Buckets, *, ylabel: str, title: st
     among hundreds still shows. The y scale follows
     :func:`choose_scale`.
     """
-    strip = buckets.n_failed > 0 or buckets.n_pending > 0
     with _rc():
-        if strip:
-            fig, (ax, sax) = _figure((TIMELINE_SIZE[0], TIMELINE_SIZE[1] + 0.3), rows=2, hspace=0.08,
-                                     height_ratios=(1.0, 0.11))
-        else:
-            fig, ax = _figure(TIMELINE_SIZE)
-            sax = None
-        x = buckets.x
-        st = STYLE["value"]
-        if buckets.decimated:
-            band = ax.fill_between(x, d.lo, d.hi, step="mid", color=st["color"], alpha=0.35, linewidth=0.5,
-                                   label=f"min–max per {buckets.size} items")
-            band.set_gid("values")
-            (line,) = ax.plot(x, d.mean, color=st["color"], linewidth=0.8, drawstyle="steps-mid", label="mean",
-                              zorder=4)
-            line.set_gid("mean")
-        else:
-            (line,) = ax.plot(x, d.hi, color=st["color"], linewidth=1.0,
-                              marker="." if len(x) <= 300 else None, markersize=3, label=d.name)
-            line.set_gid("values")
-        for flag in FLAGS:
-            if flag not in d.marks:
-                continue
-            fs = STYLE[flag]
-            label = f"{flag} ({d.flag_counts[flag]})"
-            if flag == "kept" and buckets.decimated:
-                lo, hi = d.bands[flag]
-                art = ax.fill_between(x, lo, hi, step="mid", color=fs["color"], alpha=0.45, linewidth=0.4,
-                                      label=label + ", min–max")
-            else:
-                idx, y = d.marks[flag]
-                on = np.isfinite(y)
-                art = ax.scatter(x[idx[on]], y[on], s=12 if flag == "kept" else 28, marker=fs["marker"],
-                                 color=fs["color"], zorder=3, linewidths=0, label=label)
-                if (~on).any():
-                    r = ax.vlines(x[idx[~on]], 0.0, 0.06, transform=ax.get_xaxis_transform(), color=fs["color"],
-                                  linewidth=1.0)
-                    r.set_gid(f"{flag}-rug")
-            art.set_gid(flag)
+        fig, ax, sax = _timeline_axes(buckets)
+        _draw_values(ax, d, buckets)
+        _draw_flags(ax, d, buckets)
         if d.posinf.size:
-            sc = ax.scatter(x[d.posinf], np.full(d.posinf.size, 0.97), transform=ax.get_xaxis_transform(),
-                            s=18, marker=STYLE["infinite"]["marker"], color=STYLE["infinite"]["color"], zorder=3,
-                            clip_on=False, linewidths=0, label=f"+∞ ({d.n_posinf}, e.g. identical)")
-            sc.set_gid("infinite")
+            _draw_infinite(ax, d, buckets)
         if buckets.n_pending:
             _pending_spans(ax, buckets)
         _threshold_lines(ax, d, buckets, axis="y")
@@ -607,19 +187,85 @@ def timeline_figure(d: ColumnDigest, buckets: Buckets, *, ylabel: str, title: st
             ax.set_title(title, loc="left")
         if d.empty:
             ax.text(0.5, 0.5, "no finite value among the done items", transform=ax.transAxes, ha="center")
-        handles, labels = ax.get_legend_handles_labels()
-        if sax is not None:
-            _status_strip(sax, buckets)
-            h2, l2 = sax.get_legend_handles_labels()
-            handles, labels = handles + h2, labels + l2
-            ax.tick_params(labelbottom=False)
-        (sax or ax).set_xlabel(buckets.xlabel)
-        _index_ticks(sax or ax)
-        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, borderaxespad=0.0)
-        if len(x):
-            pad = max(0.5, 0.01 * (x[-1] - x[0]))
-            ax.set_xlim(x[0] - pad, x[-1] + pad)
+        _timeline_legend_and_x(ax, sax, buckets)
     return fig
+
+
+def _timeline_axes(buckets: Buckets):
+    """(figure, the metric's axes, the status strip below them or None when no item failed or is pending)."""
+    if buckets.n_failed > 0 or buckets.n_pending > 0:
+        fig, (ax, sax) = _figure((TIMELINE_SIZE[0], TIMELINE_SIZE[1] + 0.3), rows=2, hspace=0.08,
+                                 height_ratios=(1.0, 0.11))
+        return fig, ax, sax
+    fig, ax = _figure(TIMELINE_SIZE)
+    return fig, ax, None
+
+
+def _draw_values(ax, d: ColumnDigest, buckets: Buckets):
+    """The metric: a line through every item, or per-bucket min-max band and mean line when decimated."""
+    x = buckets.x
+    st = STYLE["value"]
+    if buckets.decimated:
+        band = ax.fill_between(x, d.lo, d.hi, step="mid", color=st["color"], alpha=0.35, linewidth=0.5,
+                               label=f"min–max per {buckets.size} items")
+        band.set_gid("values")
+        (line,) = ax.plot(x, d.mean, color=st["color"], linewidth=0.8, drawstyle="steps-mid", label="mean",
+                          zorder=4)
+        line.set_gid("mean")
+    else:
+        (line,) = ax.plot(x, d.hi, color=st["color"], linewidth=1.0,
+                          marker="." if len(x) <= 300 else None, markersize=3, label=d.name)
+        line.set_gid("values")
+
+
+def _draw_flags(ax, d: ColumnDigest, buckets: Buckets):
+    """Kept, corrupt and cut items: markers (kept: a band when decimated); a rug when they have no value."""
+    x = buckets.x
+    for flag in FLAGS:
+        if flag not in d.marks:
+            continue
+        fs = STYLE[flag]
+        label = f"{flag} ({d.flag_counts[flag]})"
+        if flag == "kept" and buckets.decimated:
+            lo, hi = d.bands[flag]
+            art = ax.fill_between(x, lo, hi, step="mid", color=fs["color"], alpha=0.45, linewidth=0.4,
+                                  label=label + ", min–max")
+        else:
+            idx, y = d.marks[flag]
+            on = np.isfinite(y)
+            art = ax.scatter(x[idx[on]], y[on], s=12 if flag == "kept" else 28, marker=fs["marker"],
+                             color=fs["color"], zorder=3, linewidths=0, label=label)
+            if (~on).any():
+                r = ax.vlines(x[idx[~on]], 0.0, 0.06, transform=ax.get_xaxis_transform(), color=fs["color"],
+                              linewidth=1.0)
+                r.set_gid(f"{flag}-rug")
+        art.set_gid(flag)
+
+
+def _draw_infinite(ax, d: ColumnDigest, buckets: Buckets):
+    """Buckets holding +inf (e.g. PSNR of identical frames): markers along the top of the axes."""
+    x = buckets.x
+    sc = ax.scatter(x[d.posinf], np.full(d.posinf.size, 0.97), transform=ax.get_xaxis_transform(),
+                    s=18, marker=STYLE["infinite"]["marker"], color=STYLE["infinite"]["color"], zorder=3,
+                    clip_on=False, linewidths=0, label=f"+∞ ({d.n_posinf}, e.g. identical)")
+    sc.set_gid("infinite")
+
+
+def _timeline_legend_and_x(ax, sax, buckets: Buckets):
+    """The status strip drawn, one legend for both in the right margin, the x axis labelled and limited."""
+    x = buckets.x
+    handles, labels = ax.get_legend_handles_labels()
+    if sax is not None:
+        _status_strip(sax, buckets)
+        h2, l2 = sax.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+        ax.tick_params(labelbottom=False)
+    (sax or ax).set_xlabel(buckets.xlabel)
+    _index_ticks(sax or ax)
+    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, borderaxespad=0.0)
+    if len(x):
+        pad = max(0.5, 0.01 * (x[-1] - x[0]))
+        ax.set_xlim(x[0] - pad, x[-1] + pad)
 
 
 def _index_ticks(ax):

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..engine._store import DONE, ResultStore
+from ..engine._schema import DONE
+from ..engine._store import ResultStore
 from ..errors import GpudiffError
 from ._columns import _FINGERPRINT_LIMIT, _Run, _field_names, _read1, _values_at
 from ._text import _fmt

@@ -18,13 +18,15 @@ import sys
 import numpy as np
 import pytest
 
+from gpudiff.report import _digest as rd
 from gpudiff.report import _plots as rp
 from gpudiff.errors import ConfigError, GpudiffError, InputError
 from gpudiff.cli._report import register_cli
 from gpudiff.report import build_report
 from gpudiff.report._columns import _extreme, _plain_layout, _read_chunks_directly
 from gpudiff.report._thumbs import _downscale
-from gpudiff.engine._store import Field, ResultStore
+from gpudiff.engine._schema import Field
+from gpudiff.engine._store import ResultStore
 
 PIL = pytest.importorskip("PIL.Image")
 
@@ -89,7 +91,7 @@ def test_buckets_cover_every_item_once_and_count_status():
     status = np.ones(1003, np.uint8)
     status[[7, 8, 500]] = 2
     status[900:950] = 0
-    b = rp.make_buckets(1003, 100, status=status)
+    b = rd.make_buckets(1003, 100, status=status)
     sizes = np.diff(b.edges)
     assert b.edges[0] == 0 and b.edges[-1] == 1003 and sizes.min() >= 10 and sizes.max() - sizes.min() <= 1
     for k in range(len(sizes)):  # oracle: a loop per bucket
@@ -98,7 +100,7 @@ def test_buckets_cover_every_item_once_and_count_status():
         assert b.pending_fraction[k] == pytest.approx(np.mean(seg == 0))
         assert b.x[k] == pytest.approx((b.edges[k] + b.edges[k + 1] - 1) / 2)
     assert (b.n_failed, b.n_pending) == (3, 50)
-    few = rp.make_buckets(7, 100)
+    few = rd.make_buckets(7, 100)
     assert not few.decimated and np.array_equal(few.x, np.arange(7))
 
 
@@ -109,8 +111,8 @@ def test_digest_min_max_mean_per_bucket_match_a_loop():
     v[rng.random(n) < 0.05] = np.nan
     v[1234] = 1e6  # one spike among ten thousand
     done = rng.random(n) > 0.1
-    b = rp.make_buckets(n, 97, status=np.where(done, 1, 2).astype(np.uint8))
-    d = rp.digest_column("x", v, b, done=done)
+    b = rd.make_buckets(n, 97, status=np.where(done, 1, 2).astype(np.uint8))
+    d = rd.digest_column("x", v, b, done=done)
     for k in range(97):
         seg = v[b.edges[k] : b.edges[k + 1]][done[b.edges[k] : b.edges[k + 1]]]
         seg = seg[np.isfinite(seg)]
@@ -136,16 +138,16 @@ def test_digest_min_max_mean_per_bucket_match_a_loop():
     ],
 )
 def test_choose_scale(values, scale, linthresh):
-    got = rp.choose_scale(np.array(values))
+    got = rd.choose_scale(np.array(values))
     assert got == (scale, linthresh)
 
 
 def test_histogram_split_kept_dropped_and_threshold_counts(small):
     store, v, status = small
     done = status == 1
-    b = rp.make_buckets(N, 2000, status=status)
+    b = rd.make_buckets(N, 2000, status=status)
     keep = v["keep"] == 1
-    d = rp.digest_column("change", v["change"], b, done=done, keep=keep, threshold=0.5)
+    d = rd.digest_column("change", v["change"], b, done=done, keep=keep, threshold=0.5)
     finite = done & np.isfinite(v["change"])
     assert d.hist["kept"].sum() == np.count_nonzero(finite & keep)
     assert d.hist["dropped"].sum() == np.count_nonzero(finite & ~keep)
@@ -153,9 +155,9 @@ def test_histogram_split_kept_dropped_and_threshold_counts(small):
     assert d.above + d.below == np.count_nonzero(finite)
     # a per-item threshold column that varies is kept per bucket, a constant one becomes a line
     t = np.linspace(0.2, 0.8, N)
-    dv = rp.digest_column("change", v["change"], b, done=done, threshold_values=t)
+    dv = rd.digest_column("change", v["change"], b, done=done, threshold_values=t)
     assert dv.threshold is None and dv.above == np.count_nonzero(finite & (v["change"] > t))
-    dc = rp.digest_column("change", v["change"], b, done=done, threshold_values=np.full(N, 0.25))
+    dc = rd.digest_column("change", v["change"], b, done=done, threshold_values=np.full(N, 0.25))
     assert dc.threshold == 0.25
 
 
@@ -172,8 +174,8 @@ def test_timeline_marks_thresholds_scale(small):
     store, v, status = small
     done = status == 1
     flags = {"kept": v["keep"] == 1, "corrupt": v["corrupt"] == 1, "cut": v["cut"] == 1}
-    b = rp.make_buckets(N, 2000, x=np.arange(1, N + 1), status=status, xlabel="moving frame")
-    d = rp.digest_column("mse", v["mse"], b, done=done, flags=flags, threshold=30.0)
+    b = rd.make_buckets(N, 2000, x=np.arange(1, N + 1), status=status, xlabel="moving frame")
+    d = rd.digest_column("mse", v["mse"], b, done=done, flags=flags, threshold=30.0)
     fig = rp.timeline_figure(d, b, ylabel="mse (intensity²)")
     ax, strip = fig.axes
     assert ax.get_yscale() == "symlog"  # zeros and 0.x .. 5000
@@ -199,7 +201,7 @@ def test_timeline_marks_thresholds_scale(small):
     labels = ax.get_legend().get_texts()
     assert any("failed (1)" in t.get_text() for t in labels) and any("pending (8)" in t.get_text() for t in labels)
     # PSNR: the repeats are +inf, marked along the top, not drawn as values
-    dp = rp.digest_column("psnr", v["psnr"], b, done=done)
+    dp = rd.digest_column("psnr", v["psnr"], b, done=done)
     axp = rp.timeline_figure(dp, b, ylabel="psnr (dB)").axes[0]
     inf_x = _by_gid(axp, "infinite").get_offsets()[:, 0]
     np.testing.assert_array_equal(inf_x, [i + 1 for i in np.flatnonzero(np.isinf(v["psnr"])) if done[i]])
@@ -211,8 +213,8 @@ def test_decimated_timeline_keeps_the_spike_and_shows_means():
     v = np.full(n, 1.0)
     v[::2] = 3.0
     v[12_345] = 250.0
-    b = rp.make_buckets(n, 400)
-    d = rp.digest_column("m", v, b, done=np.ones(n, bool))
+    b = rd.make_buckets(n, 400)
+    d = rd.digest_column("m", v, b, done=np.ones(n, bool))
     fig = rp.timeline_figure(d, b, ylabel="m")
     ax = fig.axes[0]
     band = _by_gid(ax, "values")
@@ -228,8 +230,8 @@ def test_decimated_timeline_keeps_the_spike_and_shows_means():
 
 def test_histogram_figure_draws_groups_and_threshold(small):
     store, v, status = small
-    b = rp.make_buckets(N, 2000, status=status)
-    d = rp.digest_column("change", v["change"], b, done=status == 1, keep=v["keep"] == 1, threshold=0.5)
+    b = rd.make_buckets(N, 2000, status=status)
+    d = rd.digest_column("change", v["change"], b, done=status == 1, keep=v["keep"] == 1, threshold=0.5)
     ax = rp.histogram_figure(d, xlabel="change").axes[0]
     kept = [a for a in ax.patches if a.get_gid() == "kept"]
     dropped = [a for a in ax.patches if a.get_gid() == "dropped"]
@@ -242,7 +244,7 @@ def test_histogram_figure_draws_groups_and_threshold(small):
 def test_drift_figure_cumulative_panel_is_the_running_sum(small):
     store, v, status = small
     done = status == 1
-    b = rp.make_buckets(N, 2000, status=status)
+    b = rd.make_buckets(N, 2000, status=status)
     fig = rp.drift_figure(v["shift"], b, done=done, cumulative=True)
     top, bottom = fig.axes
     np.testing.assert_array_equal(_by_gid(top, "dy").get_ydata(), np.where(done, v["shift"][:, 0], np.nan))
@@ -251,8 +253,8 @@ def test_drift_figure_cumulative_panel_is_the_running_sum(small):
 
 
 def test_figure_png_is_deterministic_and_white():
-    b = rp.make_buckets(5, 100)
-    d = rp.digest_column("m", np.arange(5.0), b, done=np.ones(5, bool))
+    b = rd.make_buckets(5, 100)
+    d = rd.digest_column("m", np.arange(5.0), b, done=np.ones(5, bool))
     a = rp.figure_png(rp.timeline_figure(d, b, ylabel="m"))
     c = rp.figure_png(rp.timeline_figure(d, b, ylabel="m"))
     assert a == c
@@ -562,8 +564,8 @@ def test_flow_and_foreground_sections_from_a_tiff_source(tmp_path):
     assert {"flow", "timeline_foreground_fraction"} <= set(r.figures)
     page = (tmp_path / "seq.html").read_text(encoding="utf-8")
     # flow: both series on one axis (the PNG is the figure's; redraw to read its data)
-    b = rp.make_buckets(n, 2000, x=np.arange(1, n + 1))
-    ds = {lab: rp.digest_column(lab, v, b, done=np.ones(n, bool)) for lab, v in
+    b = rd.make_buckets(n, 2000, x=np.arange(1, n + 1))
+    ds = {lab: rd.digest_column(lab, v, b, done=np.ones(n, bool)) for lab, v in
           (("mean |flow|", flow_mean), ("p95 |flow|", flow_p95))}
     ax = rp.series_figure(ds, b, ylabel="px").axes[0]
     np.testing.assert_allclose(_by_gid(ax, "p95 |flow|").get_ydata(), flow_p95)
@@ -607,13 +609,13 @@ def test_contents_link_every_section_and_metric_row_and_the_run_row_names_its_fl
 def test_a_threshold_far_off_the_data_does_not_squash_the_histogram():
     n = 500
     v = np.random.default_rng(0).gamma(4.0, 1e-4, n)  # like vtest's kl_prev: ~0.0004, max ~0.002
-    b = rp.make_buckets(n, 2000)
-    d = rp.digest_column("kl_prev", v, b, done=np.ones(n, bool), threshold=0.2)
+    b = rd.make_buckets(n, 2000)
+    d = rd.digest_column("kl_prev", v, b, done=np.ones(n, bool), threshold=0.2)
     ax = rp.histogram_figure(d, xlabel="kl_prev").axes[0]
     assert ax.get_xlim()[1] < 2 * v.max()  # the axis spans the data, not the threshold
     (line,) = [x for x in ax.get_lines() if x.get_gid() == "threshold"]
     assert "off the scale above" in line.get_label() and len(line.get_xdata()) == 0
-    near = rp.digest_column("kl_prev", v, b, done=np.ones(n, bool), threshold=float(v.max() * 1.5))
+    near = rd.digest_column("kl_prev", v, b, done=np.ones(n, bool), threshold=float(v.max() * 1.5))
     ax = rp.histogram_figure(near, xlabel="kl_prev").axes[0]
     (line,) = [x for x in ax.get_lines() if x.get_gid() == "threshold"]
     assert line.get_xdata()[0] == pytest.approx(v.max() * 1.5)  # drawn where it is
