@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 
 from gpudiff.sequence._corrupt import EventOptions, check_motion, detect_events, kl_rule  # noqa: E402
 from gpudiff.io import open_source  # noqa: E402
-from gpudiff.engine._runner import _event_features  # noqa: E402
+from gpudiff.engine._passes import _event_features  # noqa: E402
 
 #: (name, path under the data folder); folders are frame folders.
 CLIPS = [

@@ -21,7 +21,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import cpu_model_and_usable_cores  # noqa: E402
 
-from gpudiff.sequence._dedup import DedupOptions, Deduplicator, change_score, dedup  # noqa: E402
+from gpudiff.engine import dedup  # noqa: E402
+from gpudiff.sequence._dedup import DedupOptions, Deduplicator, change_score  # noqa: E402
 from gpudiff.io import open_source  # noqa: E402
 
 

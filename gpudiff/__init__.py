@@ -27,13 +27,22 @@ from .sequence import (
     EventOptions,
     background_subtract,
     change_score,
-    dedup,
     detect_events,
     detect_sequence,
     flow_magnitude_stats,
     optical_flow_lk,
     track_corners,
 )
+
+
+def __getattr__(name):
+    # ``dedup`` schedules its work on Dask (gpudiff.engine): loaded on first use, so that
+    # ``import gpudiff`` stays the pairwise maths and does not pull in zarr and dask.
+    if name == "dedup":
+        from .engine import dedup  # noqa: PLC0415
+
+        return dedup
+    raise AttributeError(f"module 'gpudiff' has no attribute {name!r}")
 
 
 __all__ = [

@@ -21,7 +21,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import InputError
-from ._store import STATUS_NAMES, ResultStore
+from ._schema import STATUS_NAMES
+from ._store import ResultStore
 
 __all__ = ["export_rows", "export_csv", "export_parquet", "export_columns"]
 

@@ -1,6 +1,6 @@
 """``gpudiff dedup`` and ``gpudiff watch``: keep/drop decisions written to a store and a keep folder.
 
-:func:`run_dedup` decides every frame of a source (in parallel, :func:`gpudiff.sequence.dedup`),
+:func:`run_dedup` decides every frame of a source (in parallel, :func:`gpudiff.engine.dedup`),
 writes the decisions to a resumable Zarr store (one item per frame, a chunk written once all its
 frames are decided, status last) and copies or hard-links the kept frames into a folder. A rerun
 continues after the last decided chunk, from the last kept frame.
@@ -25,15 +25,15 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend as _backend
-from ..sequence._dedup import Decision, DedupOptions, Deduplicator, dedup
+from ..sequence._dedup import Decision, DedupOptions, Deduplicator
+from ._dedup_run import dedup
 from ..errors import ConfigError, GpudiffError, InputError
+from ._schema import DONE, FAILED, Field
 
 __all__ = ["run_dedup", "DedupRunReport", "watch", "WatchReport", "save_frame"]
 
 
 def dedup_fields():
-    from ._store import Field  # noqa: PLC0415
-
     return [
         Field("reference_index", "int64"),
         Field("moving_index", "int64"),
@@ -130,7 +130,6 @@ def run_dedup(
         decisions made in this call.
     """
     from ..io import open_source  # noqa: PLC0415
-    from ._store import DONE, FAILED, ResultStore  # noqa: PLC0415
 
     options = options or DedupOptions()
     t0 = time.perf_counter()
@@ -144,49 +143,11 @@ def run_dedup(
     state = None
     restored: dict = {}
     if out:
-        config = {"dedup": options.to_dict(), "source": source.fingerprint(), "kind": "dedup"}
-        store = ResultStore.create_or_open(
-            out, n_items=n, chunk=chunk, fields=dedup_fields(),
-            attrs={"dedup": options.to_dict(), "options": options.to_dict(), "rule": options.describe(),
-                   "pairs": "last kept frame", "source": source.fingerprint(), "source_kind": source.kind,
-                   "frames": n, "frame_shape": list(source.frame_shape) if source.frame_shape else None,
-                   "backend": _backend.backend_name(_backend.resolve_backend(options.backend)),
-                   "device": _backend.device_name(_backend.resolve_backend(options.backend)),
-                   "thresholds": {"change": options.min_changed if options.rule == "pixels" else
-                                  (1.0 if options.rule == "blocks" else options.threshold)}},
-            config=config, overwrite=overwrite,
-            initial={"moving_index": np.arange(n, dtype=np.int64)},
-        )
-        pending = store.pending_chunks(range(store.n_chunks))
-        first = pending[0] if pending else store.n_chunks
-        start = min(n, first * chunk)
-        if start > 0:
-            prev = store.read(["status", "keep", "checksum"], items=slice(0, start))
-            restored = prev
-            kept = np.flatnonzero((prev["status"] == DONE) & (prev["keep"] == 1))
-            csums: dict = {}
-            for k in kept.tolist():
-                csums.setdefault(str(int(prev["checksum"][k])), []).append(int(k))
-            state = {"last_index": int(kept[-1]) if kept.size else -1, "kept_checksums": csums}
+        store = _dedup_store(out, source, options, n, chunk, overwrite)
+        start, state, restored = _resume_point(store, n, chunk)
 
     report = DedupRunReport(frames=n)
     buf: list[Decision] = []
-
-    def flush_chunk(c: int, decisions: list[Decision]):
-        cols = {
-            "reference_index": np.array([d.reference for d in decisions], np.int64),
-            "moving_index": np.array([d.index for d in decisions], np.int64),
-            "keep": np.array([d.keep for d in decisions], np.int8),
-            "repeat_of": np.array([d.repeat_of for d in decisions], np.int64),
-            "change": np.array([d.statistic for d in decisions], np.float64),
-            "change_threshold": np.array([d.threshold for d in decisions], np.float64),
-            "noise_level": np.array([d.level for d in decisions], np.float64),
-            "checksum": np.array([d.checksum for d in decisions], np.int64),
-            "reason": [d.reason for d in decisions],
-        }
-        status = np.array([FAILED if d.failed else DONE for d in decisions], np.uint8)
-        errors = [d.reason if d.failed else "" for d in decisions]
-        store.write_chunk(c, cols, status, errors)
 
     def decided(d: Decision):
         report.decisions.append(d)
@@ -199,12 +160,75 @@ def run_dedup(
             c = d.index // chunk
             end = min(n, (c + 1) * chunk)
             if d.index == end - 1:
-                flush_chunk(c, list(buf))
+                _write_decisions(store, c, list(buf))
                 buf.clear()
 
     if start < n:
         dedup(source, options=options, start=start, state=state, workers=workers, on_decision=decided)
     report.decided_now = len(report.decisions)
+    _count_decisions(report, n, start, restored)
+    report.elapsed_s = time.perf_counter() - t0
+    source.close()
+    return report
+
+
+def _dedup_store(out: str, source, options: DedupOptions, n: int, chunk: int, overwrite: bool):
+    """The dedup store of ``source`` (one item per frame): created, or opened to resume."""
+    from ._store import ResultStore  # noqa: PLC0415
+
+    config = {"dedup": options.to_dict(), "source": source.fingerprint(), "kind": "dedup"}
+    return ResultStore.create_or_open(
+        out, n_items=n, chunk=chunk, fields=dedup_fields(),
+        attrs={"dedup": options.to_dict(), "options": options.to_dict(), "rule": options.describe(),
+               "pairs": "last kept frame", "source": source.fingerprint(), "source_kind": source.kind,
+               "frames": n, "frame_shape": list(source.frame_shape) if source.frame_shape else None,
+               "backend": _backend.backend_name(_backend.resolve_backend(options.backend)),
+               "device": _backend.device_name(_backend.resolve_backend(options.backend)),
+               "thresholds": {"change": options.min_changed if options.rule == "pixels" else
+                              (1.0 if options.rule == "blocks" else options.threshold)}},
+        config=config, overwrite=overwrite,
+        initial={"moving_index": np.arange(n, dtype=np.int64)},
+    )
+
+
+def _resume_point(store, n: int, chunk: int) -> tuple[int, dict | None, dict]:
+    """Where a rerun continues: the first frame of the first pending chunk, the dedup state there
+    (the last kept frame, the checksums of the kept ones), and the decisions already stored before it."""
+    pending = store.pending_chunks(range(store.n_chunks))
+    first = pending[0] if pending else store.n_chunks
+    start = min(n, first * chunk)
+    if start <= 0:
+        return start, None, {}
+    prev = store.read(["status", "keep", "checksum"], items=slice(0, start))
+    kept = np.flatnonzero((prev["status"] == DONE) & (prev["keep"] == 1))
+    csums: dict = {}
+    for k in kept.tolist():
+        csums.setdefault(str(int(prev["checksum"][k])), []).append(int(k))
+    state = {"last_index": int(kept[-1]) if kept.size else -1, "kept_checksums": csums}
+    return start, state, prev
+
+
+def _write_decisions(store, c: int, decisions: list[Decision]) -> None:
+    """Write chunk ``c`` of the store from its frames' decisions, status last."""
+    cols = {
+        "reference_index": np.array([d.reference for d in decisions], np.int64),
+        "moving_index": np.array([d.index for d in decisions], np.int64),
+        "keep": np.array([d.keep for d in decisions], np.int8),
+        "repeat_of": np.array([d.repeat_of for d in decisions], np.int64),
+        "change": np.array([d.statistic for d in decisions], np.float64),
+        "change_threshold": np.array([d.threshold for d in decisions], np.float64),
+        "noise_level": np.array([d.level for d in decisions], np.float64),
+        "checksum": np.array([d.checksum for d in decisions], np.int64),
+        "reason": [d.reason for d in decisions],
+    }
+    status = np.array([FAILED if d.failed else DONE for d in decisions], np.uint8)
+    errors = [d.reason if d.failed else "" for d in decisions]
+    store.write_chunk(c, cols, status, errors)
+
+
+def _count_decisions(report: DedupRunReport, n: int, start: int, restored: dict) -> None:
+    """Kept / failed / dropped over the whole source: the decisions restored from the store before
+    ``start`` and those made now."""
     keep_all = np.zeros(n, bool)
     failed_all = np.zeros(n, bool)
     if restored:
@@ -216,9 +240,6 @@ def run_dedup(
     report.kept = int(keep_all.sum())
     report.failed = int(failed_all.sum())
     report.dropped = n - report.kept - report.failed
-    report.elapsed_s = time.perf_counter() - t0
-    source.close()
-    return report
 
 
 # ---- watch ----------------------------------------------------------------------------------------
@@ -313,6 +334,47 @@ def watch(
         raise InputError(f"{folder}: no such folder to watch: give the folder the camera writes into")
     kd = _check_keep_dir(keep_dir, folder)
     sp = Path(state_path) if state_path else kd / ".gpudiff-watch.json"
+    state = _load_watch_state(sp, options)
+    done = set(state.get("done", []))
+    judge = _restored_judge(options, state, kd)
+    last_path = state.get("last_path")
+    seen: dict = {}  # path -> (size, mtime_ns, first seen unchanged at)
+    report = WatchReport()
+    index = len(done)
+    out = stream if stream is not None else sys.stderr
+    while True:
+        report.polls += 1
+        report.waiting = {}
+        now = time.monotonic()
+        for p in _list_images(src, done):
+            why = _still_writing(p, seen, now, settle, once)
+            if why is not None:
+                report.waiting[p.name] = why
+                continue
+            try:
+                frame = read_image(p)
+            except GpudiffError as e:
+                report.waiting[p.name] = " ".join(str(e).split())  # incomplete or not an image yet
+                continue
+            d = _decide_file(judge, index, frame, p, kd, link, out)
+            if d.keep:
+                last_path = str(p)
+                report.kept += 1
+            report.decisions.append(d)
+            report.decided += 1
+            index += 1
+            done.add(p.name)
+            seen.pop(p.name, None)
+            state = {"done": sorted(done), "judge": judge.state(), "last_path": last_path,
+                     "options": options.to_dict()}
+            _atomic_json(sp, state)
+        if once or (max_polls is not None and report.polls >= max_polls) or (stop is not None and stop.is_set()):
+            return report
+        time.sleep(interval)
+
+
+def _load_watch_state(sp: Path, options: DedupOptions) -> dict:
+    """The watch state saved at ``sp`` (made with the same options), or a fresh one."""
     state = {"done": [], "judge": None, "last_path": None, "options": options.to_dict()}
     if sp.exists():
         try:
@@ -321,7 +383,14 @@ def watch(
             raise InputError(f"{sp}: unreadable watch state ({e}): delete it to start afresh") from None
         if state.get("options") != options.to_dict():
             raise ConfigError(f"{sp} was made with other dedup options: use the same ones, or delete it to start afresh")
-    done = set(state.get("done", []))
+    return state
+
+
+def _restored_judge(options: DedupOptions, state: dict, kd: Path) -> Deduplicator:
+    """The deduplicator where the saved state left it, with the last kept frame read back (from the
+    watched folder, or its copy in the keep folder)."""
+    from ..io._images import read_image  # noqa: PLC0415
+
     judge = Deduplicator(options)
     last_path = state.get("last_path")
     if state.get("judge"):
@@ -336,54 +405,37 @@ def watch(
             if kept_copy:
                 last = read_image(kept_copy[0])
         judge.restore(state["judge"], last_frame=last)
-    seen: dict = {}  # path -> (size, mtime_ns, first seen unchanged at)
-    report = WatchReport()
-    index = len(done)
-    out = stream if stream is not None else sys.stderr
-    while True:
-        report.polls += 1
-        report.waiting = {}
-        now = time.monotonic()
-        for p in _list_images(src, done):
-            st = p.stat()
-            sig = (st.st_size, st.st_mtime_ns)
-            prev = seen.get(p.name)
-            writing = "still being written (size or time changed since the last poll)"
-            if prev is None or prev[:2] != sig:
-                seen[p.name] = (*sig, now)
-                if not once:
-                    report.waiting[p.name] = writing
-                    continue
-            elif now - prev[2] < settle and not once:
-                report.waiting[p.name] = writing
-                continue
-            if once and time.time() - st.st_mtime < settle:
-                report.waiting[p.name] = f"still being written (modified {time.time() - st.st_mtime:.1f} s ago)"
-                continue
-            try:
-                frame = read_image(p)
-            except GpudiffError as e:
-                report.waiting[p.name] = " ".join(str(e).split())  # incomplete or not an image yet
-                continue
-            d = judge.decide(index, frame)
-            d.reason = f"{p.name}: " + d.reason
-            if d.keep:
-                _copy_into(p, kd, link)
-                last_path = str(p)
-                report.kept += 1
-            print(f"gpudiff watch: {'keep' if d.keep else 'drop'} {p.name} ({d.reason.split(': ', 1)[1]})",
-                  file=out)
-            report.decisions.append(d)
-            report.decided += 1
-            index += 1
-            done.add(p.name)
-            seen.pop(p.name, None)
-            state = {"done": sorted(done), "judge": judge.state(), "last_path": last_path,
-                     "options": options.to_dict()}
-            _atomic_json(sp, state)
-        if once or (max_polls is not None and report.polls >= max_polls) or (stop is not None and stop.is_set()):
-            return report
-        time.sleep(interval)
+    return judge
+
+
+def _still_writing(p: Path, seen: dict, now: float, settle: float, once: bool) -> str | None:
+    """Why ``p`` may still be being written (its size or mtime moved within ``settle`` s), or None
+    when it is complete. Records its (size, mtime_ns, first seen unchanged at) in ``seen``."""
+    st = p.stat()
+    sig = (st.st_size, st.st_mtime_ns)
+    prev = seen.get(p.name)
+    writing = "still being written (size or time changed since the last poll)"
+    if prev is None or prev[:2] != sig:
+        seen[p.name] = (*sig, now)
+        if not once:
+            return writing
+    elif now - prev[2] < settle and not once:
+        return writing
+    if once and time.time() - st.st_mtime < settle:
+        return f"still being written (modified {time.time() - st.st_mtime:.1f} s ago)"
+    return None
+
+
+def _decide_file(judge: Deduplicator, index: int, frame, p: Path, kd: Path, link: bool, out) -> Decision:
+    """Keep or drop the complete file ``p`` (frame ``index``): a kept one is copied into ``kd``;
+    the decision is printed to ``out``."""
+    d = judge.decide(index, frame)
+    d.reason = f"{p.name}: " + d.reason
+    if d.keep:
+        _copy_into(p, kd, link)
+    print(f"gpudiff watch: {'keep' if d.keep else 'drop'} {p.name} ({d.reason.split(': ', 1)[1]})",
+          file=out)
+    return d
 
 
 def _copy_into(p: Path, kd: Path, link: bool) -> Path:

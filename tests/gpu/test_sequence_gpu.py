@@ -40,7 +40,8 @@ def test_run_sequence_features_on_the_gpu_equal_the_cpu(tmp_path, clip, gpu_back
 
 
 def test_dedup_on_the_gpu_equals_the_cpu(data_dir, gpu_backend):
-    from gpudiff.sequence._dedup import DedupOptions, dedup
+    from gpudiff.engine import dedup
+    from gpudiff.sequence._dedup import DedupOptions
     from gpudiff.io import open_source
 
     src = open_source(str(data_dir / "opencv-samples/video/vtest.avi"))

@@ -7,7 +7,8 @@ import csv
 import numpy as np
 import pytest
 
-from gpudiff.sequence._dedup import DedupOptions, Deduplicator, change_score, dedup, estimate_noise
+from gpudiff.engine import dedup
+from gpudiff.sequence._dedup import DedupOptions, Deduplicator, change_score, estimate_noise
 from gpudiff.errors import ConfigError
 from gpudiff.io._images import read_image
 from gpudiff.io import open_source

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from gpudiff.engine import _runner as runner
+from gpudiff.engine import _progress
 from gpudiff.options import CompareOptions
 from gpudiff.engine._runner import RunConfig, run
 
@@ -97,8 +97,8 @@ def test_the_distributed_ticker_batches_worker_events(monkeypatch):
             sent.append((topic, msg))
 
     monkeypatch.setattr(distributed, "get_worker", lambda: FakeWorker())
-    monkeypatch.setattr(runner, "_TICK", None)
-    t = runner._Ticker(7)
+    monkeypatch.setattr(_progress, "_TICK", None)
+    t = _progress._Ticker(7)
     for k in range(200):
         t.item(k % 50 != 0)
     assert t.done == 196 and t.failed == 4
@@ -106,7 +106,7 @@ def test_the_distributed_ticker_batches_worker_events(monkeypatch):
     assert len(sent) <= 1
     time.sleep(0.3)
     t.item(True)
-    assert sent[-1][0] == runner._TICK_TOPIC and sent[-1][1]["chunk"] == 7
+    assert sent[-1][0] == _progress._TICK_TOPIC and sent[-1][1]["chunk"] == 7
     assert sum(m["done"] for _, m in sent) == 197 and sum(m["failed"] for _, m in sent) == 4
 
     got = []
@@ -115,8 +115,8 @@ def test_the_distributed_ticker_batches_worker_events(monkeypatch):
         def tick(self, c, d, f):
             got.append((c, d, f))
 
-    monkeypatch.setattr(runner, "_TICK", P())
-    t = runner._Ticker(3)
+    monkeypatch.setattr(_progress, "_TICK", P())
+    t = _progress._Ticker(3)
     t.item(True)
     t.item(False)
     assert got == [(3, 1, 0), (3, 0, 1)]  # in process: every item

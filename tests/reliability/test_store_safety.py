@@ -23,7 +23,8 @@ import pytest
 
 from gpudiff.errors import InputError
 from gpudiff.options import CompareOptions
-from gpudiff.engine._store import DONE, FAILED, PENDING, ResultStore, result_fields
+from gpudiff.engine._schema import DONE, FAILED, PENDING, result_fields
+from gpudiff.engine._store import ResultStore
 
 ROOT = Path(__file__).resolve().parents[2]
 OPTIONS = CompareOptions(align=True)
@@ -136,10 +137,10 @@ def test_eight_processes_create_the_same_store_at_once(tmp_path):
 def test_the_loser_of_the_rename_opens_the_winner(tmp_path):
     path = tmp_path / "results.zarr"
     winner = create(path, 30, 10)
-    from gpudiff.engine import _store as store_mod
+    from gpudiff.engine import _zarrfiles
 
     # what a racer that checked too early does: build its own and fail to rename
-    assert store_mod._create(path, 30, 10, fields(), {}, winner.attrs["config"], None) is False
+    assert _zarrfiles._create(path, 30, 10, fields(), {}, winner.attrs["config"], None) is False
     assert sorted(os.listdir(tmp_path)) == ["results.zarr"]
     again = create(path, 30, 10)
     assert not again.created_here and again.attrs["created"] == winner.attrs["created"]

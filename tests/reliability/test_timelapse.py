@@ -159,7 +159,8 @@ def test_watch_decides_new_files_ignores_partial_ones_and_restarts(frames_folder
     for f in files[:8]:
         (ref / "x").parent.mkdir(exist_ok=True)
         shutil.copy2(frames_folder / f, ref / f)
-    from gpudiff.sequence._dedup import DedupOptions, dedup
+    from gpudiff.engine import dedup
+    from gpudiff.sequence._dedup import DedupOptions
 
     want = dedup(open_source(str(ref)), options=DedupOptions())
     got_kept = sorted(p.name for p in kept.iterdir() if not p.name.startswith("."))

@@ -14,17 +14,17 @@ import pytest
 from gpudiff.errors import ConfigError, InputError
 from gpudiff.engine._export import export_columns, export_csv, export_parquet, export_rows
 from gpudiff.options import CompareOptions
-from gpudiff.engine._store import (
+from gpudiff.engine._schema import (
     DONE,
     FAILED,
     METRIC_COLUMNS,
     STORE_VERSION,
     Field,
-    ResultStore,
     comparison_columns,
     metric_columns,
     result_fields,
 )
+from gpudiff.engine._store import ResultStore
 
 N, CHUNK = 23, 5  # 5 chunks, the last one partial
 

@@ -1,0 +1,230 @@
+"""The per-chunk task of a run (on a Dask worker: a thread or a process): read the chunk's frames,
+compare every pair, and write the whole chunk to the store, status last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import backend as _backend
+from ..errors import ConfigError, GpudiffError
+from ..options import CompareOptions
+from ._progress import _Ticker
+from ._signals import _STOP
+
+__all__ = ["ChunkResult", "process_chunk"]
+
+
+@dataclass
+class ChunkResult:
+    chunk: int
+    done: int = 0
+    failed: int = 0
+    abandoned: bool = False
+    failures: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def process_chunk(source, c: int, start: int, refs, movs, options: CompareOptions, out: str, save_maps=(),
+                  stop: threading.Event | None = None, seq: dict | None = None) -> ChunkResult:
+    """Compare every item of chunk ``c`` (items ``start, start+1, ...`` pairing frames ``refs[k]``
+    and ``movs[k]``) and write the chunk to the store, status last."""
+    from ..pair._compare import _compare_arrays  # noqa: PLC0415
+    from ._schema import metric_columns  # noqa: PLC0415
+
+    stop = _STOP if stop is None else stop
+    t0 = time.perf_counter()
+    res = ChunkResult(c)
+    if stop.is_set():
+        res.abandoned = True
+        return res
+    store = _open_store(out)
+    refs = np.asarray(refs, dtype=np.int64)
+    movs = np.asarray(movs, dtype=np.int64)
+    n = len(refs)
+    names = metric_columns(options)
+    seq = seq or {}
+    columns, maps = _empty_columns(store, n, names, options, save_maps, seq)
+    status = np.zeros(n, dtype=np.uint8)
+    errors = [""] * n
+
+    xp = _backend.resolve_backend(options.backend)
+    frames = _ChunkFrames(source, xp, refs.tolist(), movs.tolist())
+
+    from ..pair._sums_numba import serial_kernels  # noqa: PLC0415
+
+    # On the CPU the parallelism is Dask's (a chunk per thread): each task runs the fused pass on
+    # its own thread, with no lock and no second pool of threads competing for the cores.
+    cpu_serial = serial_kernels() if not _backend.is_cupy(xp) else contextlib.nullcontext()
+    ticker = _Ticker(c)
+    with _backend.device_stream(xp), cpu_serial:  # a stream per task: tasks on other threads overlap
+        for k, (r, m) in enumerate(zip(refs.tolist(), movs.tolist())):
+            if stop.is_set():
+                res.abandoned = True  # nothing of this chunk is written: it stays pending
+                return res
+            try:
+                _compare_item(_compare_arrays, frames, r, m, k, options, xp, names, columns, maps, seq)
+                status[k] = 1
+                res.done += 1
+            except Exception as exc:  # a bug must not lose the batch: record it, continue
+                status[k] = 2
+                errors[k] = _item_error(exc)
+                res.failed += 1
+            if errors[k]:
+                res.failures.append((int(start + k), errors[k]))
+            ticker.item(status[k] == 1)
+            frames.release(k, r, m)
+    columns.update(maps)
+    store.write_chunk(c, columns, status, errors)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _empty_columns(store, n: int, names, options: CompareOptions, save_maps, seq: dict) -> tuple[dict, dict]:
+    """The chunk's columns and maps (``maps/...``), NaN until their items are compared."""
+    columns = {name: np.full(n, np.nan) for name in names}
+    if options.align:
+        columns["shift"] = np.full((n, 2), np.nan)
+    maps = {}
+    if "diff" in save_maps:
+        h, w = _frame_hw(store)
+        maps["maps/diff"] = np.full((n, h, w), np.nan, dtype=np.float32)
+    if seq.get("flow"):
+        columns["flow_mean"] = np.full(n, np.nan)
+        columns["flow_p95"] = np.full(n, np.nan)
+        if "flow" in save_maps:
+            h, w = _frame_hw(store)
+            maps["maps/flow"] = np.full((n, h, w, 2), np.nan, dtype=np.float32)
+    return columns, maps
+
+
+class _ChunkFrames:
+    """The frames of one chunk's items, on the device: each read (and moved there) once, and dropped
+    (with its memoised histogram) after the last item of the chunk that uses it. A frame that cannot
+    be read raises its error for every item that uses it."""
+
+    def __init__(self, source, xp, refs: list, movs: list):
+        from ..pair._compare import HistogramMemo  # noqa: PLC0415
+
+        self.source = source
+        self.xp = xp
+        self.cache: dict[int, object] = {}
+        self.memo = HistogramMemo()  # a frame shared by two pairs has its histogram counted once
+        self.last_use = {}
+        for k, (r, m) in enumerate(zip(refs, movs)):
+            self.last_use[r] = k
+            self.last_use[m] = k
+
+    def get(self, i):
+        cache = self.cache
+        if i not in cache:
+            try:
+                cache[i] = _backend.to_device(self.source.read(i), self.xp)  # each frame crosses to the device once
+            except GpudiffError as exc:
+                cache[i] = exc
+            except Exception as exc:  # a decoder's own exception: fail the items, keep going
+                cache[i] = GpudiffError(f"{self.source.label(i)}: cannot read ({type(exc).__name__}: {exc})")
+        v = cache[i]
+        if isinstance(v, BaseException):
+            raise v
+        return v
+
+    def release(self, k: int, r: int, m: int) -> None:
+        """Item ``k`` (frames ``r`` and ``m``) is finished: drop frames no later item uses."""
+        for i in (r, m):
+            if self.last_use.get(i) == k:
+                self.cache.pop(i, None)
+                self.memo.forget(i)
+
+
+def _compare_item(compare, frames: _ChunkFrames, r: int, m: int, k: int, options: CompareOptions, xp, names,
+                  columns: dict, maps: dict, seq: dict) -> None:
+    """Compare frames ``r`` and ``m`` (item ``k`` of the chunk) and fill row ``k`` of the columns and maps."""
+    a = frames.get(r)
+    b = frames.get(m)
+    # frames come validated from the source (as compare() validates its inputs)
+    result = compare(
+        a, b, options, xp, names=("reference", "moving"), diff_map="maps/diff" in maps, memo=frames.memo,
+        keys=(r, m),
+    )
+    for name in names:
+        if name.startswith("hist_"):
+            v = (result.histogram or {}).get(name[5:])
+        else:
+            v = getattr(result, name)
+        columns[name][k] = np.nan if v is None else v
+    if options.align and result.shift is not None:
+        columns["shift"][k] = result.shift
+    if "maps/diff" in maps:
+        r0, r1, c0, c1 = result.window
+        dm = result.diff_map
+        maps["maps/diff"][k, r0 : r0 + dm.shape[0], c0 : c0 + dm.shape[1]] = dm
+    if seq.get("flow"):
+        _flow_item(a, b, k, columns, maps, radius=seq.get("flow_radius", 7))
+
+
+def _item_error(exc: Exception) -> str:
+    """The ``error`` entry of an item that failed with ``exc``."""
+    if isinstance(exc, GpudiffError):
+        return " ".join(str(exc).split())
+    if isinstance(exc, MemoryError):
+        return "out of memory comparing this pair: use smaller --chunk, fewer --metrics"
+    return f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+def _flow_item(a, b, k, columns, maps, *, radius):
+    """Dense Lucas-Kanade flow of one pair: mean and p95 of its magnitude (and the field)."""
+    from ..sequence._flow import flow_magnitude_stats, optical_flow_lk  # noqa: PLC0415
+    from ..pair._preprocess import to_gray  # noqa: PLC0415
+
+    if a.shape[:2] != b.shape[:2]:
+        raise GpudiffError(f"flow needs frames of one size: {tuple(a.shape)} vs {tuple(b.shape)}")
+    flow = optical_flow_lk(to_gray(a), to_gray(b), radius=radius)
+    stats = flow_magnitude_stats(flow)
+    columns["flow_mean"][k] = stats["flow_mean"]
+    columns["flow_p95"][k] = stats["flow_p95"]
+    if "maps/flow" in maps:
+        xp = _backend.get_namespace(flow)
+        maps["maps/flow"][k] = _backend.to_host(xp.moveaxis(flow, 0, -1))  # sync
+
+
+_STORES: dict = {}
+_STORES_LOCK = threading.Lock()
+
+
+def _open_store(out: str):
+    """The store, opened once per process (a worker runs many chunks of the same run).
+
+    Keyed by path and creation time, so a store that was overwritten is opened afresh.
+    """
+    from ._store import ResultStore  # noqa: PLC0415
+
+    key = os.path.abspath(out)
+    created = _created_stamp(key)
+    with _STORES_LOCK:
+        hit = _STORES.get(key)
+        if hit is not None and hit[0] == created:
+            return hit[1]
+        store = ResultStore.open(out, mode="r+")
+        _STORES[key] = (created, store)
+        return store
+
+
+def _created_stamp(path: str):
+    try:
+        return os.stat(os.path.join(path, "zarr.json")).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _frame_hw(store) -> tuple[int, int]:
+    shape = store.attrs.get("frame_shape")
+    if not shape:
+        raise ConfigError("--save-maps needs frames of one known shape; this source has none")
+    return int(shape[0]), int(shape[1])

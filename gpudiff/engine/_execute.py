@@ -1,0 +1,114 @@
+"""Running a plan's chunks on Dask: one task per chunk on the chosen scheduler (threads, sync,
+``local:N`` processes, ``cuda`` or a ``tcp://`` cluster), progress from the tasks, and SIGTERM/SIGINT
+to stop taking new work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError
+from ._chunk import ChunkResult, process_chunk
+from ._plan import Plan
+from ._progress import _TICK_TOPIC
+from ._signals import _STOP, _install_stop_handlers, _restore_handlers
+
+if TYPE_CHECKING:  # for the annotations only
+    from ._runner import RunConfig
+
+
+def _execute(cfg: RunConfig, source, plan: Plan, chunks, options, progress) -> list[ChunkResult]:
+    """Run the chunk tasks on the chosen Dask scheduler; SIGTERM/SIGINT stop taking new work."""
+    import dask  # noqa: PLC0415
+
+    if not chunks:
+        return []
+    # The source is one node of the graph (shipped to each worker once, not with every task); each
+    # task carries only its own items.
+    src = dask.delayed(source, name=f"gpudiff-source-{os.getpid()}-{id(source)}", traverse=False)
+    tasks = []
+    for c in chunks:
+        s = plan.chunk_slice(c)
+        tasks.append(dask.delayed(_task, pure=False)(src, c, s.start, plan.reference[s], plan.moving[s],
+                                                     options, cfg.out, cfg.save_maps, _seq(cfg)))
+    old = _install_stop_handlers()
+    try:
+        sched = (cfg.scheduler or "threads").strip()
+        if sched in ("threads", "sync"):
+            from dask.callbacks import Callback  # noqa: PLC0415
+
+            class _CB(Callback):
+                def _posttask(self, key, result, dsk, state, worker_id):
+                    if isinstance(result, ChunkResult):
+                        progress.update(result)
+
+            with _CB():
+                kw = {"num_workers": cfg.workers} if (sched == "threads" and cfg.workers) else {}
+                return list(dask.compute(*tasks, scheduler=sched, **kw))
+        return _execute_distributed(sched, cfg, tasks, progress)
+    finally:
+        _restore_handlers(old)
+
+
+def _seq(cfg: RunConfig) -> dict:
+    return {"flow": cfg.flow, "flow_radius": cfg.flow_radius, "events": cfg.events,
+            "event_options": cfg.event_options}
+
+
+def _task(source, c, start, refs, movs, options, out, save_maps, seq=None):
+    """The Dask task: the module-level stop event is per process (a worker's is never set)."""
+    return process_chunk(source, c, start, refs, movs, options, out, save_maps, seq=seq)
+
+
+def _execute_distributed(sched: str, cfg: RunConfig, tasks, progress) -> list[ChunkResult]:
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed  # noqa: PLC0415
+    except ImportError:
+        raise ConfigError(f"--scheduler {sched}: install dask[distributed] for distributed runs") from None
+    cluster = None
+    if sched.startswith("local:"):
+        try:
+            n = int(sched.split(":", 1)[1])
+        except ValueError:
+            raise ConfigError(f"--scheduler {sched}: write local:N with N worker processes") from None
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+    elif sched == "cuda":
+        try:
+            from dask_cuda import LocalCUDACluster  # noqa: PLC0415
+        except ImportError:
+            raise ConfigError("--scheduler cuda needs dask-cuda (one worker per GPU): pip install dask-cuda") from None
+        cluster = LocalCUDACluster()
+        client = Client(cluster)
+    elif "://" in sched:
+        client = Client(sched)
+    else:
+        raise ConfigError(f"--scheduler {sched!r}: use threads, local:N, cuda or tcp://host:port")
+    results = []
+
+    def on_tick(event):  # a worker's per-item progress (see _Ticker)
+        msg = event[1] if isinstance(event, tuple) else event
+        with contextlib.suppress(Exception):
+            progress.tick(int(msg["chunk"]), int(msg["done"]), int(msg["failed"]))
+
+    try:
+        with contextlib.suppress(Exception):  # older distributed: chunk-level progress only
+            client.subscribe_topic(_TICK_TOPIC, on_tick)
+        futures = client.compute(tasks)
+        for fut in as_completed(futures):
+            if _STOP.is_set():
+                client.cancel([f for f in futures if not f.done()])
+                break
+            try:
+                r = fut.result()
+            except Exception:  # noqa: BLE001 - a chunk whose worker kept dying: left pending
+                continue
+            results.append(r)
+            progress.update(r)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return results
