@@ -19,6 +19,7 @@ cv2 = pytest.importorskip("cv2")
 scipy_ndimage = pytest.importorskip("scipy.ndimage")
 
 from gpudiff.backend import to_host  # noqa: E402
+from gpudiff.sequence import score_foreground  # noqa: E402
 from gpudiff.sequence._background import (
     BackgroundModel,
     BackgroundOptions,
@@ -54,15 +55,9 @@ def cdnet(data_dir):
 
 
 def cdnet_scores(masks, gt, inside):
-    """Precision, recall, F-measure summed over all frames, with CDnet's labels."""
-    masks = np.asarray(masks, dtype=bool)
-    fg = (gt == 255) & inside
-    bg = ((gt == 0) | (gt == 50)) & inside
-    tp = int(np.count_nonzero(masks & fg))
-    fp = int(np.count_nonzero(masks & bg))
-    fn = int(np.count_nonzero(~masks & fg))
-    p, r = tp / (tp + fp), tp / (tp + fn)
-    return p, r, 2 * p * r / (p + r)
+    """Precision, recall, F-measure summed over all frames, with CDnet's labels (the package's scorer)."""
+    s = score_foreground(masks, gt, roi=inside)
+    return s.precision, s.recall, s.f_measure
 
 
 def test_cdnet_scorer_by_hand():
@@ -72,6 +67,14 @@ def test_cdnet_scorer_by_hand():
     p, r, f = cdnet_scores(masks, gt, np.ones((1, 8), bool))
     assert (p, r) == pytest.approx((2 / 4, 2 / 3))
     assert f == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
+    # outside the ROI nothing counts; parts add up to the whole
+    roi = np.array([[1, 1, 1, 0, 1, 1, 0, 1]], bool)
+    s = score_foreground(masks, gt, roi=roi)
+    assert (s.tp, s.fp, s.fn) == (1, 1, 1)
+    halves = score_foreground(masks[..., :4], gt[..., :4]) + score_foreground(masks[..., 4:], gt[..., 4:])
+    assert halves == score_foreground(masks, gt)
+    with pytest.raises(InputError, match="differ in shape"):
+        score_foreground(masks[..., :4], gt)
 
 
 # Measured with the defaults on all 101 frames (numpy, this machine): align off F = 0.789,
