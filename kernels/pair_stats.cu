@@ -1,7 +1,7 @@
 // pair_stats.cu: every norm, the NCC sums and both histograms of an image pair in one read.
 //
 // The GPU side of gpudiff.pair.pair_sums (impl="cuda"); gpudiff/pair/_sums_reference.py has the NumPy
-// reference that computes the same numbers, and tests/gpu/test_pair_sums_gpu.py compares them.
+// reference that computes the same numbers, and tests/gpu/pair/test_pair_sums_gpu.py compares them.
 //
 // Layout: a and b are C-contiguous, interleaved channels: sample (pixel p, channel c) is at
 // p * C + c, with C from 1 to 4 given at run time. A grid-stride loop runs over pixels; each

@@ -24,7 +24,7 @@ __all__ = ["AUTO_SIGNIFICANCE", "Alignment", "alignment_problem", "phase_cross_c
 _PHASE_EPS = 100 * float(np.finfo(np.float32).eps)
 
 #: Default floor of ``Alignment.significance`` for phase correlation (``--min-confidence auto``).
-#: Measured 2026-12-06 (tests/oracle/test_align_confidence.py re-measures it) on real images from
+#: Measured 2026-12-06 (tests/oracle/pair/test_align_confidence.py re-measures it) on real images from
 #: ../shared/data: 136 registrable pairs (crops of 18 scikit-image photographs shifted by 3 to 141 px,
 #: with and without sigma-10 noise; consecutive cdnet and trackpy frames; rubberwhale, basketball,
 #: Suzanne, aloe and motorcycle stereo; the scikit-image registration pairs) gave significance

@@ -9,7 +9,7 @@ block's threads take turns on one core) and proves results, not speed.
 
 No well-kept emulator runs unmodified CUDA C++ with these features from the registries we have
 (HIP-CPU runs HIP source, not ``__syncthreads``-and-``extern "C"`` CUDA as NVRTC takes it), so
-this is a small one of our own; ``tests/unit/test_cuda_emu.py`` shows it catches what a device
+this is a small one of our own; ``tests/unit/backend/test_cuda_emu.py`` shows it catches what a device
 would show: a missing barrier gives a wrong sum, a divergent barrier is an error.
 
 Use::

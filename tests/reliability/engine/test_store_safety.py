@@ -26,7 +26,7 @@ from gpudiff.options import CompareOptions
 from gpudiff.engine._schema import DONE, FAILED, PENDING, result_fields
 from gpudiff.engine._store import ResultStore
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 OPTIONS = CompareOptions(align=True)
 MAP_SHAPE = (6, 5)
 

@@ -21,7 +21,7 @@ from gpudiff.cli._main import main
 from gpudiff.io import open_source
 from gpudiff.engine._store import ResultStore
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 METRICS = "manhattan,zero_norm,mse,psnr,max_abs,ncc,ssim,histogram"
 
 

@@ -26,7 +26,7 @@ such a test, ``else`` of ``if is_cupy(xp)`` ...) and on the emulated GPU (``if i
 are skipped, and so are numba-compiled functions; the NumPy-only uses the AST cannot see go in
 ALLOWED with their reason, and an entry that matches nothing fails (the list cannot rot).
 
-``python tests/unit/test_cupy_api.py`` prints the collected surface for review.
+``python tests/unit/backend/test_cupy_api.py`` prints the collected surface for review.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ import cupyx
 import cupyx.scipy.fft
 import cupyx.scipy.ndimage  # noqa: F401
 
-PACKAGE = Path(__file__).resolve().parents[2] / "gpudiff"
+PACKAGE = Path(__file__).resolve().parents[3] / "gpudiff"
 
 #: Files that are not users of the CuPy API but stand-ins for it (they define the surface).
 SKIP_DIRS = ("backend/_emulated/", "backend/_cuda_emu/")
@@ -55,7 +55,7 @@ SKIP_DIRS = ("backend/_emulated/", "backend/_cuda_emu/")
 #: (file relative to gpudiff/, dotted name) -> "file.py:LINE: why a name CuPy lacks is fine there"
 #: (a NumPy-only use the guard detection misses). Each entry must match a collected use, else
 #: test_allow_list_entries_are_used fails. Empty: every NumPy-only branch today is one the
-#: collector recognises (see Collector.guard); `python tests/unit/test_cupy_api.py` lists them.
+#: collector recognises (see Collector.guard); `python tests/unit/backend/test_cupy_api.py` lists them.
 ALLOWED: dict[tuple[str, str], str] = {}
 
 #: Names that hold numpy or cupy wherever they appear.

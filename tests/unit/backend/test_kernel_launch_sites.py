@@ -41,7 +41,7 @@ from gpudiff.pair import _sums_cuda
 GXX = shutil.which("g++")
 NO_GXX = "needs g++: the C++ preprocessor and compiler read the kernels' declarations (CI has it)"
 
-PACKAGE = Path(__file__).resolve().parents[2] / "gpudiff"
+PACKAGE = Path(__file__).resolve().parents[3] / "gpudiff"
 
 #: The device built-ins the kernels call, as host stand-ins: only their types matter (nothing
 #: runs). A kernel using a built-in not here fails to compile; add its stub.
