@@ -2,13 +2,20 @@
 
 Per-frame and per-pair measures over a sequence, built on :mod:`gpudiff.pair`, written against
 ``xp``; like the pair maths they know no store, scheduler or CLI (the engine drives them). One
-feature per module:
+feature per module (a long one split into parts that carry its name):
 
 - ``_dedup``: keep/drop near-duplicate frames (time-lapse), the change score and its noise floor
   (:func:`gpudiff.engine.dedup` runs it over a whole source on Dask);
-- ``_corrupt``: corrupted frames and cuts (histogram KL and the rules that beat it);
-- ``_background``: background subtraction (per-pixel running mean and deviation, tiles, drift);
-- ``_flow``: optical flow (pyramidal Lucas-Kanade) and corner tracking, as a motion measure;
+- ``_corrupt``: corrupted frames and cuts (histogram KL and the rules that beat it), the detector,
+  built on ``_corrupt_features`` (per-frame histograms, per-pair block maps, on the device),
+  ``_corrupt_options`` (the thresholds) and ``_corrupt_rules`` (the rules, step by step, on the host);
+- ``_background``: background subtraction over a sequence, built on ``_background_options``,
+  ``_background_tiles`` (tiles and their halos), ``_background_frames`` (camera drift, the
+  translated window a model reads, masks back to the frame's grid) and ``_background_model``
+  (the per-pixel running mean and deviation);
+- ``_flow``: dense optical flow (pyramidal Lucas-Kanade) as a motion measure, and ``_corners``:
+  Shi-Tomasi corners tracked by sparse pyramidal Lucas-Kanade (re-exported by ``_flow``), both on
+  ``_pyramid`` (their input checks and the image pyramid);
 - ``_score``: foreground masks scored against CDnet-labelled ground truth.
 """
 

@@ -211,7 +211,7 @@ def test_flow_magnitude_stats_rejects_bad_shapes(xp):
 
 def test_corner_response_is_opencv_min_eigenvalue(camera):
     from gpudiff.backend import ndimage
-    from gpudiff.sequence._flow import _min_eigenvalue
+    from gpudiff.sequence._corners import _min_eigenvalue
 
     ours = _min_eigenvalue(camera.astype(np.float32) / 255.0, ndimage(np), np)
     theirs = cv2.cornerMinEigenVal(camera, blockSize=3, ksize=3)
