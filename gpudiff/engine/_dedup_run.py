@@ -155,6 +155,124 @@ class _Pacer:
             self.per_pair = est if self.per_pair is None else 0.5 * (self.per_pair + est)
 
 
+def _split(pairs, parts):
+    """``pairs`` in at most ``parts`` consecutive lists of (nearly) equal length."""
+    size = max(1, math.ceil(len(pairs) / parts))
+    return [pairs[i : i + size] for i in range(0, len(pairs), size)]
+
+
+class _Scorer:
+    """Scores (reference, moving) pairs in one round of Dask tasks, as many as the pacer says."""
+
+    def __init__(self, source, options: DedupOptions, backend: str, scheduler, pacer: _Pacer):
+        self.source = source
+        self.options = options
+        self.backend = backend
+        self.scheduler = scheduler
+        self.pacer = pacer
+
+    def __call__(self, pairs) -> list:
+        """(ref, mov, ChangeScore | None, checksum | None, error | None) of each pair."""
+        parts = self.pacer.parts(len(pairs))
+        t_round = time.perf_counter()
+        res = _run_tasks(self.source, _split(pairs, parts), self.options, self.backend, self.scheduler)
+        self.pacer.measured(len(pairs), time.perf_counter() - t_round, parts)
+        return res
+
+
+def _walk_sequential(judge: Deduplicator, source, start: int, stop: int, emit) -> None:
+    """One core: read and decide each frame in turn (the least work); a frame that cannot be read
+    or scored is failed and the walk goes on."""
+    for i in range(start, stop):
+        try:
+            frame = source.read(i)
+        except GpudiffError as exc:
+            emit(judge.fail(i, str(exc)))
+            continue
+        except Exception as exc:  # a decoder's own error
+            emit(judge.fail(i, f"{source.label(i)}: cannot read ({type(exc).__name__}: {exc})"))
+            continue
+        try:
+            emit(judge.decide(i, frame, checksum=source.checksum(i, frame)))
+        except GpudiffError as exc:
+            emit(judge.fail(i, str(exc)))
+
+
+class _ParallelWalk:
+    """Decisions of the frames in blocks of ``block``: the consecutive scores of a block in one
+    parallel round, then a walk in frame order. A frame whose predecessor is the last kept frame
+    takes its consecutive score; otherwise (the last kept frame is further back) it and the next
+    frames of a window are scored against the last kept frame at once, speculatively."""
+
+    def __init__(self, judge: Deduplicator, source, score: _Scorer, emit, *, workers: int, block: int):
+        self.judge = judge
+        self.source = source
+        self.score = score
+        self.emit = emit
+        self.workers = workers
+        self.block = block
+
+    def run(self, start: int, stop: int) -> None:
+        """Decide frames ``start`` .. ``stop - 1``. The consecutive round is skipped while most
+        frames of the block before were dropped: then only the windows against the last kept frame
+        are useful."""
+        t = start
+        keep_rate = 1.0
+        while t < stop:
+            t1 = min(stop, t + self.block)
+            got: dict = {}
+            if keep_rate > 0.5 or self.judge.last_index < 0:
+                got = self._consecutive(t, t1)
+            kept = self._decide_block(t, t1, got)
+            keep_rate = kept / max(1, t1 - t)
+            t = t1
+
+    def _consecutive(self, t: int, t1: int) -> dict:
+        """Frames ``t`` .. ``t1 - 1`` each against its predecessor (the reference whenever the
+        previous frame is kept; frame 0: only its checksum), with its checksum, in parallel:
+        frame -> (reference, score, checksum, error)."""
+        pairs = [(i - 1 if i > 0 else -1, i) for i in range(t, t1)]
+        return {m: (r, s, c, e) for r, m, s, c, e in self.score(pairs)}
+
+    def _window_against(self, k: int, i: int, hi: int, got: dict) -> None:
+        """Frames ``i`` .. ``hi - 1`` against the last kept frame ``k``, at once, into ``got``."""
+        for rr, mm, ss, cc, ee in self.score([(k, j) for j in range(i, hi)]):
+            got[mm] = (rr, ss, cc, ee)
+
+    def _decide_block(self, t: int, t1: int, got: dict) -> int:
+        """Decide frames ``t`` .. ``t1 - 1`` in order; returns how many were kept. The speculative
+        window doubles (up to ``4 * block`` frames) while nothing is kept and falls back to
+        ``max(2, workers)`` on a keep."""
+        i = t
+        kept = 0
+        window = max(2, self.workers)
+        while i < t1:
+            k = self.judge.last_index
+            entry = got.get(i)
+            if entry is None or (k >= 0 and entry[0] != k):
+                self._window_against(k, i, min(t1, i + window), got)
+                window = min(4 * self.block, window * 2)
+                entry = got[i]
+            d = self._decide(i, k, entry)
+            if d.keep:
+                kept += 1
+                window = max(2, self.workers)
+            self.emit(d)
+            i += 1
+        return kept
+
+    def _decide(self, i: int, k: int, entry) -> Decision:
+        """Frame ``i``'s decision from its ``entry`` (reference, score, checksum, error) against the
+        last kept frame ``k`` (-1: none yet)."""
+        _, s, c, e = entry
+        if e is not None and (c is None or k >= 0):  # the frame, or its reference, is unreadable
+            return self.judge.fail(i, e)
+        if k < 0:  # the first readable frame: kept, whatever its predecessor was
+            return self.judge.decide(i, self.source.read(i), checksum=c)
+        frame = self.source.read(i) if s.changed else None
+        return self.judge.decide(i, frame, score=s, checksum=c)
+
+
 def dedup(
     source,
     *,
@@ -204,82 +322,15 @@ def dedup(
     if state:
         judge.restore(state)
     decisions: list[Decision] = []
-    pacer = _Pacer(workers)
 
     def emit(d: Decision):
         decisions.append(d)
         if on_decision is not None:
             on_decision(d)
 
-    def split(pairs, parts):
-        size = max(1, math.ceil(len(pairs) / parts))
-        return [pairs[i : i + size] for i in range(0, len(pairs), size)]
-
     if workers == 1:  # one core: the sequential walk is the least work
-        for i in range(start, stop):
-            try:
-                frame = source.read(i)
-            except GpudiffError as exc:
-                emit(judge.fail(i, str(exc)))
-                continue
-            except Exception as exc:  # a decoder's own error
-                emit(judge.fail(i, f"{source.label(i)}: cannot read ({type(exc).__name__}: {exc})"))
-                continue
-            try:
-                emit(judge.decide(i, frame, checksum=source.checksum(i, frame)))
-            except GpudiffError as exc:
-                emit(judge.fail(i, str(exc)))
-        return DedupResult.from_decisions(decisions)
-
-    t = start
-    keep_rate = 1.0
-    while t < stop:
-        t1 = min(stop, t + block)
-        got: dict = {}
-        if keep_rate > 0.5 or judge.last_index < 0:
-            # Round 1: every frame of the block against its predecessor (the reference whenever
-            # the previous frame is kept), with its checksum, in parallel. Skipped while most
-            # frames are dropped: then only the windows against the last kept frame are useful.
-            pairs = [(i - 1 if i > 0 else -1, i) for i in range(t, t1)]
-            parts = pacer.parts(len(pairs))
-            t_round = time.perf_counter()
-            res = _run_tasks(source, split(pairs, parts), options, backend, scheduler)
-            pacer.measured(len(pairs), time.perf_counter() - t_round, parts)
-            got = {m: (r, s, c, e) for r, m, s, c, e in res}
-        i = t
-        kept = 0
-        window = max(2, workers)
-        while i < t1:
-            k = judge.last_index
-            entry = got.get(i)
-            if entry is None or (k >= 0 and entry[0] != k):
-                # The last kept frame is further back: score a window of frames against it at once.
-                hi = min(t1, i + window)
-                pairs = [(k, j) for j in range(i, hi)]
-                parts = pacer.parts(hi - i)
-                t_round = time.perf_counter()
-                spec = _run_tasks(source, split(pairs, parts), options, backend, scheduler)
-                pacer.measured(hi - i, time.perf_counter() - t_round, parts)
-                for rr, mm, ss, cc, ee in spec:
-                    got[mm] = (rr, ss, cc, ee)
-                window = min(4 * block, window * 2)
-                entry = got[i]
-            r, s, c, e = entry
-            if e is not None and (c is None or k >= 0):  # the frame, or its reference, is unreadable
-                emit(judge.fail(i, e))
-                i += 1
-                continue
-            if k < 0:  # the first readable frame: kept, whatever its predecessor was
-                d = judge.decide(i, source.read(i), checksum=c)
-            else:
-                frame = source.read(i) if s.changed else None
-                d = judge.decide(i, frame, score=s, checksum=c)
-            if d.keep:
-                kept += 1
-                window = max(2, workers)
-            emit(d)
-            i += 1
-        keep_rate = kept / max(1, t1 - t)
-        t = t1
+        _walk_sequential(judge, source, start, stop, emit)
+    else:
+        score = _Scorer(source, options, backend, scheduler, _Pacer(workers))
+        _ParallelWalk(judge, source, score, emit, workers=workers, block=block).run(start, stop)
     return DedupResult.from_decisions(decisions)
-
