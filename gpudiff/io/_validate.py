@@ -72,17 +72,26 @@ def _as_array(image, name):
     return image
 
 
-def _check_real(dtype: np.dtype, name) -> None:
-    """InputError unless ``dtype`` is bool, integer or floating-point."""
+#: How the message for a dtype that is not a number goes on after "<name> has dtype <dtype>": for an
+#: array given directly (:func:`validate_array`) and for the dtype a file stores (:func:`_output_dtype`).
+_NOT_NUMERIC_ARRAY = (
+    ": gpudiff compares numeric images; convert it first, e.g. np.asarray(image, dtype=np.float64)"
+)
+_NOT_NUMERIC_FILE = ", which gpudiff does not read: save it as integers or floats"
+
+
+def _check_real(dtype: np.dtype, name, *, not_numeric: str = _NOT_NUMERIC_ARRAY) -> None:
+    """InputError unless ``dtype`` is bool, integer or floating-point.
+
+    ``not_numeric`` ends the message for a dtype that is neither of those nor complex (object,
+    string, date...): :data:`_NOT_NUMERIC_ARRAY` or :data:`_NOT_NUMERIC_FILE`.
+    """
     if dtype.kind == "c":
         raise InputError(
             f"{name} has dtype {dtype}: gpudiff compares real-valued images; take np.abs or .real first"
         )
     if dtype.kind not in "biuf":
-        raise InputError(
-            f"{name} has dtype {dtype}: gpudiff compares numeric images; "
-            f"convert it first, e.g. np.asarray(image, dtype=np.float64)"
-        )
+        raise InputError(f"{name} has dtype {dtype}{not_numeric}")
 
 
 def _check_layout(ndim: int, shape: tuple, name) -> None:
@@ -144,14 +153,7 @@ def _check_finite(image, xp, name) -> None:
 def _output_dtype(dtype, name) -> np.dtype:
     """The dtype validate_array turns ``dtype`` into (for probe_image), or InputError."""
     dtype = np.dtype(dtype)
-    if dtype.kind == "c":
-        raise InputError(
-            f"{name} has dtype {dtype}: gpudiff compares real-valued images; take np.abs or .real first"
-        )
-    if dtype.kind not in "biuf":
-        raise InputError(
-            f"{name} has dtype {dtype}, which gpudiff does not read: save it as integers or floats"
-        )
+    _check_real(dtype, name, not_numeric=_NOT_NUMERIC_FILE)
     dtype = dtype.newbyteorder("=")
     if dtype.kind == "b":
         return np.dtype(np.uint8)

@@ -401,6 +401,7 @@ def _refine(xp, R, shape, shift, upsample_factor: int) -> tuple[float, float]:
 
 
 def _masked_ncc(xp, reference, moving, reference_mask, moving_mask, overlap_ratio) -> Alignment:
+    """The whole-pixel shift at the highest masked NCC (:func:`_masked_ncc_map`), when it is > 0."""
     H, W = reference.shape
     none = Alignment((0.0, 0.0), 0.0, "masked_ncc", 1)
     counts = xp.stack([reference_mask.sum(), moving_mask.sum()])
@@ -408,6 +409,33 @@ def _masked_ncc(xp, reference, moving, reference_mask, moving_mask, overlap_rati
     if n_ref == 0 or n_mov == 0:
         return none
 
+    ncc = _masked_ncc_map(xp, reference, moving, reference_mask, moving_mask, (n_ref, n_mov), overlap_ratio)
+    s = ncc.shape  # the zero-padded FFT shape: lag d sits at d mod s
+    peak = int(xp.argmax(ncc))  # sync
+    py, px = divmod(peak, s[1])
+    best = float(ncc[py, px])  # sync
+    if not best > 0.0:
+        return none
+    dy = py - s[0] if py > s[0] // 2 else py
+    dx = px - s[1] if px > s[1] // 2 else px
+    if H == 1:
+        dy = 0
+    if W == 1:
+        dx = 0
+    return Alignment((float(dy), float(dx)), min(1.0, best), "masked_ncc", 1)
+
+
+def _masked_ncc_map(xp, reference, moving, reference_mask, moving_mask, counts, overlap_ratio):
+    """Masked NCC of the pair at every lag, float64 of the zero-padded FFT shape (lag d at d mod shape).
+
+    Padfield's formula: over the overlap of the two masks at each lag, from six FFT correlations (the
+    overlap's size, both images' sums and sums of squares, the cross sum), with the images centred on
+    their masked means; 0 where the overlap is smaller than ``overlap_ratio`` of the largest or either
+    side is flat there. D. Padfield, "Masked object registration in the Fourier domain", IEEE Trans.
+    Image Process. 21(5), 2012.
+    """
+    H, W = reference.shape
+    n_ref, n_mov = counts
     f = fft(xp)
     kw = fft_kwargs(xp)
     next_fast_len = getattr(f, "next_fast_len", None)
@@ -416,17 +444,8 @@ def _masked_ncc(xp, reference, moving, reference_mask, moving_mask, overlap_rati
     # Zero-padded to at least 2n - 1 per axis, so no shift in (-n, n) wraps onto another.
     s = (next_fast_len(2 * H - 1), next_fast_len(2 * W - 1, real=True))
 
-    def prepared(img, mask, count, name):
-        img = xp.where(mask, img.astype(xp.float64), 0.0)
-        mean = img.sum() / count
-        if not bool(xp.isfinite(mean)):  # sync
-            raise _not_finite(name)
-        img -= mean
-        img *= mask
-        return img
-
-    fimg = prepared(reference, reference_mask, n_ref, "reference")
-    gimg = prepared(moving, moving_mask, n_mov, "moving")
+    fimg = _centred_in_mask(xp, reference, reference_mask, n_ref, "reference")
+    gimg = _centred_in_mask(xp, moving, moving_mask, n_mov, "moving")
 
     def rfft(a):
         return f.rfft2(a, s=s, **kw)
@@ -467,20 +486,18 @@ def _masked_ncc(xp, reference, moving, reference_mask, moving_mask, overlap_rati
     valid = (den > tol) & (n >= xp.maximum(overlap_ratio * n.max(), 1.0))
     ncc = xp.where(valid, num / xp.where(valid, den, 1.0), 0.0)
     xp.clip(ncc, -1.0, 1.0, out=ncc)
-    del num, den, n, valid
+    return ncc
 
-    peak = int(xp.argmax(ncc))  # sync
-    py, px = divmod(peak, s[1])
-    best = float(ncc[py, px])  # sync
-    if not best > 0.0:
-        return none
-    dy = py - s[0] if py > s[0] // 2 else py
-    dx = px - s[1] if px > s[1] // 2 else px
-    if H == 1:
-        dy = 0
-    if W == 1:
-        dx = 0
-    return Alignment((float(dy), float(dx)), min(1.0, best), "masked_ncc", 1)
+
+def _centred_in_mask(xp, img, mask, count, name):
+    """``img`` in float64 minus its mean over ``mask`` (``count`` pixels), zero outside the mask."""
+    img = xp.where(mask, img.astype(xp.float64), 0.0)
+    mean = img.sum() / count
+    if not bool(xp.isfinite(mean)):  # sync
+        raise _not_finite(name)
+    img -= mean
+    img *= mask
+    return img
 
 
 # ----------------------------------------------------------------------------------------------

@@ -260,24 +260,59 @@ class HistogramMemo:
 def _compare_arrays(
     ref, mov, options: CompareOptions, xp, *, names, diff_map=False, memo: HistogramMemo | None = None, keys=None
 ) -> Comparison:
-    from ._sums import pair_sums  # noqa: PLC0415
+    """:func:`compare` on two arrays already on ``xp``'s device; ``memo``/``keys``: see :class:`HistogramMemo`."""
     from ._preprocess import prepare_pair  # noqa: PLC0415
 
-    alignment = None
-    window = None
-    rejected: list[str] = []  # why the estimated shift was not applied
+    registration = _Registration(options, xp, names) if options.align else None
+    prepared = prepare_pair(ref, mov, options, names=names, register=registration)
+    a, b = prepared.reference, prepared.moving
+    sums, (lo, hi) = _fused_pass(ref, mov, prepared, options, xp, memo=memo, keys=keys)
+    result = metrics_from_sums(sums, options, data_range=prepared.data_range)
 
-    def register(a, b):
-        nonlocal alignment
-        nonlocal window
+    if options.wants("ssim"):
+        result.ssim = _ssim(prepared, options)
+    if diff_map:
+        from ._diffmap import absolute_difference  # noqa: PLC0415
+
+        result.diff_map = _backend.to_host(absolute_difference(a, b))  # sync
+    window = None
+    if registration is not None:
+        registration.record(result)
+        window = registration.window
+    if options.wants("histogram"):
+        result.histogram_range = (float(lo), float(hi))
+    result.window = window if window is not None else (0, a.shape[0], 0, a.shape[1])
+    result.backend = _backend.backend_name(xp)
+    result.steps = tuple(prepared.steps)
+    return result
+
+
+class _Registration:
+    """The ``register`` step :func:`prepare_pair` calls with ``align``, and what it found.
+
+    Estimates the shift on the grey pair (masked with ``mask_zeros``); a shift
+    :func:`alignment_problem` does not trust fails the pair (``on_bad_align='fail'``) or leaves it
+    unaligned, with the reason kept; a trusted one cuts the pair to its overlap (``window``).
+    """
+
+    def __init__(self, options: CompareOptions, xp, names):
+        self.options = options
+        self.xp = xp
+        self.names = names
+        self.alignment = None
+        self.window = None
+        self.rejected: list[str] = []  # why the estimated shift was not applied
+
+    def __call__(self, a, b):
         from ._align import alignment_problem, overlap_window, phase_cross_correlation, register_overlap  # noqa: PLC0415
 
+        options, xp, names = self.options, self.xp, self.names
         ga = a if a.ndim == 2 else a.mean(axis=-1, dtype=xp.float32)
         gb = b if b.ndim == 2 else b.mean(axis=-1, dtype=xp.float32)
         masks = {}
         if options.mask_zeros:
             masks = {"reference_mask": ga != 0, "moving_mask": gb != 0}
-        alignment = phase_cross_correlation(ga, gb, upsample_factor=options.upsample, **masks)
+        alignment = self.alignment = phase_cross_correlation(ga, gb, upsample_factor=options.upsample, **masks)
         problem = alignment_problem(
             alignment, ga.shape, min_confidence=options.min_confidence, max_shift=options.max_shift
         )
@@ -289,26 +324,36 @@ def _compare_arrays(
                     f"{names[0]} vs {names[1]}: alignment not trusted: {why}. Compare without --align, "
                     "or set --min-confidence / --max-shift, or --on-bad-align unaligned"
                 )
-            rejected.append(why)
+            self.rejected.append(why)
             return a, b, "align rejected"
-        window = overlap_window(a.shape, b.shape, alignment.shift)
+        self.window = overlap_window(a.shape, b.shape, alignment.shift)
         a, b = register_overlap(a, b, alignment.shift)
         dy, dx = alignment.shift
         return a, b, f"align({dy:g},{dx:g})"
 
-    prepared = prepare_pair(ref, mov, options, names=names, register=register if options.align else None)
-    a, b = prepared.reference, prepared.moving
-    steps = list(prepared.steps)
-    shift = confidence = significance = align_ok = align_warning = None
-    if alignment is not None:
-        align_ok = not rejected
-        shift = tuple(float(s) for s in alignment.shift) if align_ok else (0.0, 0.0)
-        confidence = float(alignment.confidence)
-        significance = None if math.isnan(alignment.significance) else float(alignment.significance)
-        align_warning = rejected[0] if rejected else None
+    def record(self, result: Comparison) -> None:
+        """The shift (``(0, 0)`` when rejected), its confidence and significance, and the verdict."""
+        alignment = self.alignment
+        if alignment is None:
+            return
+        result.align_ok = not self.rejected
+        result.shift = tuple(float(s) for s in alignment.shift) if result.align_ok else (0.0, 0.0)
+        result.confidence = float(alignment.confidence)
+        result.significance = None if math.isnan(alignment.significance) else float(alignment.significance)
+        result.align_warning = self.rejected[0] if self.rejected else None
 
-    lo, hi = _histogram_range(options, prepared, xp) if options.wants("histogram") else prepared.value_range
+
+def _fused_pass(ref, mov, prepared, options: CompareOptions, xp, *, memo, keys):
+    """``pair_sums`` of the prepared pair, and the histograms' (lo, hi).
+
+    With ``memo``, a frame that reached the pass unchanged (``a is ref``, ``b is mov``) has its
+    histogram taken from the memo (reference) or put in it (moving).
+    """
+    from ._sums import pair_sums  # noqa: PLC0415
+
+    a, b = prepared.reference, prepared.moving
     want_hist = options.wants("histogram")
+    lo, hi = _histogram_range(options, prepared, xp) if want_hist else prepared.value_range
     center = 0.0 if a.dtype.kind in "ui" else 0.5 * (lo + hi)
     known = None
     remember = want_hist and memo is not None
@@ -325,36 +370,23 @@ def _compare_arrays(
     )
     if remember and b is mov:
         memo.put(keys[1], (lo, hi), options.bins, sums.hist_b)
-    result = metrics_from_sums(sums, options, data_range=prepared.data_range)
+    return sums, (lo, hi)
 
-    if options.wants("ssim"):
-        from ._ssim import structural_similarity  # noqa: PLC0415
 
-        result.ssim = float(
-            structural_similarity(
-                a,
-                b,
-                data_range=prepared.data_range,
-                sigma=options.ssim_sigma,
-                k1=options.ssim_k1,
-                k2=options.ssim_k2,
-            )
+def _ssim(prepared, options: CompareOptions) -> float:
+    """SSIM of the prepared pair with the options' window and constants."""
+    from ._ssim import structural_similarity  # noqa: PLC0415
+
+    return float(
+        structural_similarity(
+            prepared.reference,
+            prepared.moving,
+            data_range=prepared.data_range,
+            sigma=options.ssim_sigma,
+            k1=options.ssim_k1,
+            k2=options.ssim_k2,
         )
-    if diff_map:
-        from ._diffmap import absolute_difference  # noqa: PLC0415
-
-        result.diff_map = _backend.to_host(absolute_difference(a, b))  # sync
-    result.shift = shift
-    result.confidence = confidence
-    result.significance = significance
-    result.align_ok = align_ok
-    result.align_warning = align_warning
-    if want_hist:
-        result.histogram_range = (float(lo), float(hi))
-    result.window = window if window is not None else (0, a.shape[0], 0, a.shape[1])
-    result.backend = _backend.backend_name(xp)
-    result.steps = tuple(steps)
-    return result
+    )
 
 
 def _histogram_range(options: CompareOptions, prepared, xp) -> tuple[float, float]:

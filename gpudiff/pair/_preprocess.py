@@ -444,6 +444,47 @@ def _initial_scale(reference, moving, xp) -> str | None:
     return None
 
 
+def _match_channels(a, b, color, names):
+    """The channel step of :func:`prepare_pair`: ``(a, b, channels, converted)``.
+
+    A (H, W, 1) image is grey. The grey modes turn a colour image (either one) into grey
+    (``converted``); ``'rgb'`` keeps the channels, and both images must have the same count.
+    """
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if b.ndim == 3 and b.shape[-1] == 1:
+        b = b[..., 0]
+    if color in _GRAY_MODES:
+        if a.ndim == 3 or b.ndim == 3:
+            return to_gray(a, mode=color), to_gray(b, mode=color), 1, True
+        return a, b, 1, False
+    ca = 1 if a.ndim == 2 else int(a.shape[-1])
+    cb = 1 if b.ndim == 2 else int(b.shape[-1])
+    if ca != cb:
+        raise InputError(
+            f"{names[0]} has {ca} channel(s), {names[1]} has {cb}: use --color gray or --color luma"
+        )
+    return a, b, ca, False
+
+
+def _value_and_data_range(a, b, scale, xp) -> tuple[tuple[float, float], float]:
+    """``(value_range, data_range)`` of the prepared pair on ``scale`` (see :class:`PreparedPair`).
+
+    Without a known scale, the joint min and max of both images (one host sync).
+    """
+    if scale in _INT_SCALES:
+        return _INT_SCALES[scale]
+    if scale == "minmax":
+        return (0.0, 256.0), 255.0
+    if scale in ("unit", "binary"):
+        return (0.0, 1.0), 1.0
+    lo = min(float(xp.min(a)), float(xp.min(b)))  # sync
+    hi = max(float(xp.max(a)), float(xp.max(b)))  # sync
+    data_range = hi - lo if hi > lo else 1.0
+    value_range = (lo, hi) if hi > lo else (lo, lo + 1.0)
+    return value_range, data_range
+
+
 def prepare_pair(
     reference, moving, options, *, names=("reference", "moving"), register=None
 ) -> PreparedPair:
@@ -492,29 +533,11 @@ def prepare_pair(
     xp = _backend.get_namespace(reference, moving)
     scale = _initial_scale(reference, moving, xp)
     steps: list[str] = []
-    a, b = reference, moving
-    transformed = False
 
     # channels: (H, W, 1) is grey
-    if a.ndim == 3 and a.shape[-1] == 1:
-        a = a[..., 0]
-    if b.ndim == 3 and b.shape[-1] == 1:
-        b = b[..., 0]
-    if options.color in _GRAY_MODES:
-        if a.ndim == 3 or b.ndim == 3:
-            a = to_gray(a, mode=options.color)
-            b = to_gray(b, mode=options.color)
-            steps.append(options.color)
-            transformed = True
-        channels = 1
-    else:
-        ca = 1 if a.ndim == 2 else int(a.shape[-1])
-        cb = 1 if b.ndim == 2 else int(b.shape[-1])
-        if ca != cb:
-            raise InputError(
-                f"{names[0]} has {ca} channel(s), {names[1]} has {cb}: use --color gray or --color luma"
-            )
-        channels = ca
+    a, b, channels, transformed = _match_channels(reference, moving, options.color, names)
+    if transformed:
+        steps.append(options.color)
 
     # shape policy
     if tuple(a.shape[:2]) != tuple(b.shape[:2]):
@@ -560,17 +583,7 @@ def prepare_pair(
         a = a.astype(xp.float32, copy=False)
         b = b.astype(xp.float32, copy=False)
 
-    if scale in _INT_SCALES:
-        value_range, data_range = _INT_SCALES[scale]
-    elif scale == "minmax":
-        value_range, data_range = (0.0, 256.0), 255.0
-    elif scale in ("unit", "binary"):
-        value_range, data_range = (0.0, 1.0), 1.0
-    else:
-        lo = min(float(xp.min(a)), float(xp.min(b)))  # sync
-        hi = max(float(xp.max(a)), float(xp.max(b)))  # sync
-        data_range = hi - lo if hi > lo else 1.0
-        value_range = (lo, hi) if hi > lo else (lo, lo + 1.0)
+    value_range, data_range = _value_and_data_range(a, b, scale, xp)
     if options.data_range is not None:
         data_range = float(options.data_range)
     return PreparedPair(
