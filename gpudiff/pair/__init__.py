@@ -4,7 +4,8 @@ The maths of one pair, written once against the array namespace ``xp`` (NumPy or
 store, scheduler or CLI. The steps, in the order :func:`compare` runs them, one module each:
 
 - ``_preprocess``: grey, shape policy (crop/resize), exposure normalization, blur, edges;
-- ``_align``: FFT phase cross-correlation (subpixel) and its significance, the overlap window;
+- ``_align``: FFT phase cross-correlation (subpixel), masked NCC, and the shift's significance;
+- ``_overlap``: the parts of the two images that cover one another after the shift;
 - ``_sums``: the fused pass, every pixel norm and both histograms in one read (:func:`pair_sums`
   checks and dispatches), in three implementations that compute the same numbers:
   ``_sums_reference`` (array code on ``xp``), ``_sums_numba`` (compiled, CPU) and ``_sums_cuda``
@@ -16,7 +17,8 @@ store, scheduler or CLI. The steps, in the order :func:`compare` runs them, one 
 - ``_diffmap``: the per-pixel difference map and its colour rendering.
 """
 
-from ._align import Alignment, alignment_problem, phase_cross_correlation, register_overlap
+from ._align import Alignment, alignment_problem, phase_cross_correlation
+from ._overlap import register_overlap
 from ._compare import Comparison, compare, metrics_from_sums
 from ._diffmap import absolute_difference, colorize, write_heatmap
 from ._histograms import HISTOGRAM_DISTANCES, histogram_distances, kl_divergence, js_divergence

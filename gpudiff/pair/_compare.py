@@ -304,7 +304,8 @@ class _Registration:
         self.rejected: list[str] = []  # why the estimated shift was not applied
 
     def __call__(self, a, b):
-        from ._align import alignment_problem, overlap_window, phase_cross_correlation, register_overlap  # noqa: PLC0415
+        from ._align import alignment_problem, phase_cross_correlation  # noqa: PLC0415
+        from ._overlap import overlap_window, register_overlap  # noqa: PLC0415
 
         options, xp, names = self.options, self.xp, self.names
         ga = a if a.ndim == 2 else a.mean(axis=-1, dtype=xp.float32)

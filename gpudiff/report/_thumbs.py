@@ -106,7 +106,7 @@ def _grey(frame: np.ndarray) -> np.ndarray:
 
 def _pair_difference(ref: np.ndarray, mov: np.ndarray, shift) -> tuple[np.ndarray, str]:
     """|grey(ref) - grey(mov)| at full size (NaN outside the overlap), registered by ``shift`` when given."""
-    from ..pair._align import overlap_window, register_overlap  # noqa: PLC0415
+    from ..pair._overlap import overlap_window, register_overlap  # noqa: PLC0415
 
     a, b = _grey(ref), _grey(mov)
     how = "|difference| of the grey frames"

@@ -319,7 +319,8 @@ def _prepare(reference, moving, options: DedupOptions, xp):
     b = to_gray(moving).astype(xp.float32, copy=False)
     if options.align:
         # a shaking or drifting camera: compare over the registered overlap only
-        from ..pair._align import alignment_problem, phase_cross_correlation, register_overlap  # noqa: PLC0415
+        from ..pair._align import alignment_problem, phase_cross_correlation  # noqa: PLC0415
+        from ..pair._overlap import register_overlap  # noqa: PLC0415
 
         est = phase_cross_correlation(a, b, upsample_factor=options.upsample)
         # a shift phase correlation cannot vouch for (a new scene, a light change) is not applied

@@ -22,7 +22,8 @@ skimage_registration = pytest.importorskip("skimage.registration")
 skimage_io = pytest.importorskip("skimage.io")
 scipy_ndimage = pytest.importorskip("scipy.ndimage")
 
-from gpudiff.pair._align import phase_cross_correlation, register_overlap  # noqa: E402
+from gpudiff.pair._align import phase_cross_correlation  # noqa: E402
+from gpudiff.pair._overlap import register_overlap  # noqa: E402
 from gpudiff.backend import to_host  # noqa: E402
 
 sk_pcc = skimage_registration.phase_cross_correlation

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpudiff.backend import to_host
-from gpudiff.pair._align import Alignment, phase_cross_correlation, register_overlap
+from gpudiff.pair._align import Alignment, phase_cross_correlation
+from gpudiff.pair._overlap import register_overlap
 from gpudiff.errors import ConfigError, InputError
 
 # the xp fixture is a module (immutable): safe to share across hypothesis examples
