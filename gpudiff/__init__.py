@@ -29,8 +29,11 @@ from .sequence import (
     change_score,
     detect_events,
     detect_sequence,
+    flow_consistency,
     flow_magnitude_stats,
+    optical_flow,
     optical_flow_lk,
+    optical_flow_tvl1,
     track_corners,
 )
 
@@ -68,7 +71,10 @@ __all__ = [
     "BackgroundModel",
     "BackgroundOptions",
     "background_subtract",
+    "optical_flow",
     "optical_flow_lk",
+    "optical_flow_tvl1",
+    "flow_consistency",
     "flow_magnitude_stats",
     "track_corners",
     "GpudiffError",

@@ -111,6 +111,7 @@ def _cmd_compare(args) -> int:
 def _cmd_run(args) -> int:
     from ..engine._plan import parse_shard  # noqa: PLC0415
     from ..engine._runner import RunConfig, run  # noqa: PLC0415
+    from ..sequence._motion import DEFAULT_FLOW_METHOD  # noqa: PLC0415
 
     options = options_from_args(args)
     cfg = RunConfig(
@@ -126,8 +127,10 @@ def _cmd_run(args) -> int:
         overwrite=args.overwrite,
         log_json=args.log_json,
         progress=False if args.no_progress else None,
-        flow=args.flow,
+        flow=args.flow is not None,
+        flow_method=args.flow or DEFAULT_FLOW_METHOD,
         flow_radius=args.flow_radius,
+        flow_check=not args.no_flow_check,
         events=args.corrupt or args.cuts,
         background=args.background,
         background_options=_background_options(args),
@@ -219,6 +222,8 @@ def format_findings(f: dict) -> str:
     if "flow_mean" in f:
         g = f["flow_mean"]
         parts.append(f"motion {g['mean']:.2g} px on average (max {g['max']:.2g} px)")
+    if "flow_valid" in f:
+        parts.append(f"flow trusted on {100 * f['flow_valid']['mean']:.3g} % of the pixels")
     return "; ".join(parts)
 
 

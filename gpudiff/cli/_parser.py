@@ -164,9 +164,15 @@ def add_dedup_options(p: argparse.ArgumentParser) -> None:
 def add_sequence_options(p: argparse.ArgumentParser) -> None:
     """The sequence features of ``gpudiff run``: optical flow, corrupt frames, cuts, background model."""
     seq = p.add_argument_group("sequence features (consecutive pairs)")
-    seq.add_argument("--flow", action="store_true",
-                     help="dense Lucas-Kanade optical flow per pair: flow_mean, flow_p95 (pixels)")
-    seq.add_argument("--flow-radius", type=_positive_int, default=7, help="flow window radius (default 7)")
+    from ..sequence._motion import DEFAULT_FLOW_METHOD, FLOW_METHODS  # noqa: PLC0415
+
+    seq.add_argument("--flow", nargs="?", const=DEFAULT_FLOW_METHOD, default=None, choices=FLOW_METHODS,
+                     metavar="METHOD",
+                     help=f"dense optical flow per pair: flow_mean, flow_p95 (pixels), flow_valid; METHOD "
+                     f"{'|'.join(FLOW_METHODS)} (default {DEFAULT_FLOW_METHOD})")
+    seq.add_argument("--flow-radius", type=_positive_int, default=7, help="lk's window radius (default 7)")
+    seq.add_argument("--no-flow-check", action="store_true",
+                     help="skip the forward-backward check (half the work; motion measured on every pixel)")
     seq.add_argument("--corrupt", action="store_true", help="flag corrupted frames (columns corrupt, corrupt_score)")
     seq.add_argument("--cuts", action="store_true", help="flag scene cuts (columns cut, cut_score)")
     seq.add_argument("--background", action="store_true",

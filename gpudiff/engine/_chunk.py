@@ -98,9 +98,13 @@ def _empty_columns(store, n: int, names, options: CompareOptions, save_maps, seq
     if seq.get("flow"):
         columns["flow_mean"] = np.full(n, np.nan)
         columns["flow_p95"] = np.full(n, np.nan)
+        if seq.get("flow_check", False):
+            columns["flow_valid"] = np.full(n, np.nan)
         if "flow" in save_maps:
             h, w = _frame_hw(store)
             maps["maps/flow"] = np.full((n, h, w, 2), np.nan, dtype=np.float32)
+            if seq.get("flow_check", False):
+                maps["maps/flow_valid"] = np.zeros((n, h, w), dtype=bool)
     return columns, maps
 
 
@@ -166,7 +170,8 @@ def _compare_item(compare, frames: _ChunkFrames, r: int, m: int, k: int, options
         dm = result.diff_map
         maps["maps/diff"][k, r0 : r0 + dm.shape[0], c0 : c0 + dm.shape[1]] = dm
     if seq.get("flow"):
-        _flow_item(a, b, k, columns, maps, radius=seq.get("flow_radius", 7))
+        _flow_item(a, b, k, columns, maps, method=seq.get("flow_method", "lk"), radius=seq.get("flow_radius", 7),
+                   check=seq.get("flow_check", False))
 
 
 def _item_error(exc: Exception) -> str:
@@ -178,20 +183,28 @@ def _item_error(exc: Exception) -> str:
     return f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
-def _flow_item(a, b, k, columns, maps, *, radius):
-    """Dense Lucas-Kanade flow of one pair: mean and p95 of its magnitude (and the field)."""
-    from ..sequence._flow import flow_magnitude_stats, optical_flow_lk  # noqa: PLC0415
-    from ..pair._preprocess import to_gray  # noqa: PLC0415
+def _flow_item(a, b, k, columns, maps, *, method, radius, check):
+    """Dense flow of one pair: mean and p95 of its magnitude (over the pixels the backward flow
+    confirms, with ``check``, and their share), and the field."""
+    from ..sequence._flow import flow_magnitude_stats  # noqa: PLC0415
+    from ..sequence._motion import flow_consistency, flow_input, optical_flow  # noqa: PLC0415
 
     if a.shape[:2] != b.shape[:2]:
         raise GpudiffError(f"flow needs frames of one size: {tuple(a.shape)} vs {tuple(b.shape)}")
-    flow = optical_flow_lk(to_gray(a), to_gray(b), radius=radius)
-    stats = flow_magnitude_stats(flow)
+    params = {"radius": radius} if method == "lk" else {}
+    ga, gb = flow_input(a), flow_input(b)
+    flow = optical_flow(ga, gb, method=method, **params)
+    valid = flow_consistency(flow, optical_flow(gb, ga, method=method, **params)) if check else None
+    stats = flow_magnitude_stats(flow, valid=valid)
     columns["flow_mean"][k] = stats["flow_mean"]
     columns["flow_p95"][k] = stats["flow_p95"]
+    xp = _backend.get_namespace(flow)
+    if check:
+        columns["flow_valid"][k] = float(_backend.to_host(xp.mean(valid, dtype=xp.float64)))  # sync
     if "maps/flow" in maps:
-        xp = _backend.get_namespace(flow)
         maps["maps/flow"][k] = _backend.to_host(xp.moveaxis(flow, 0, -1))  # sync
+    if "maps/flow_valid" in maps:
+        maps["maps/flow_valid"][k] = _backend.to_host(valid)  # sync
 
 
 _STORES: dict = {}

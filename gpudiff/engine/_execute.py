@@ -53,8 +53,8 @@ def _execute(cfg: RunConfig, source, plan: Plan, chunks, options, progress) -> l
 
 
 def _seq(cfg: RunConfig) -> dict:
-    return {"flow": cfg.flow, "flow_radius": cfg.flow_radius, "events": cfg.events,
-            "event_options": cfg.event_options}
+    return {"flow": cfg.flow, "flow_radius": cfg.flow_radius, "flow_method": cfg.flow_method,
+            "flow_check": cfg.flow_check, "events": cfg.events, "event_options": cfg.event_options}
 
 
 def _task(source, c, start, refs, movs, options, out, save_maps, seq=None):

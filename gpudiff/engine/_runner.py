@@ -61,6 +61,11 @@ class RunConfig:
     events: bool = False
     background: bool = False
     flow_radius: int = 7
+    #: Dense flow method (:data:`gpudiff.sequence.FLOW_METHODS`); ``flow_radius`` is ``lk``'s window.
+    flow_method: str = "tvl1"
+    #: Trust only the pixels a backward flow confirms (:func:`gpudiff.sequence.flow_consistency`):
+    #: ``flow_mean``/``flow_p95`` over them, their share in ``flow_valid``.
+    flow_check: bool = True
     event_options: dict | None = None
     background_options: dict | None = None
 
@@ -74,6 +79,11 @@ class RunConfig:
             raise ConfigError("--save-maps foreground needs --background")
         if (self.flow or self.events or self.background) and self.pairs != "consecutive":
             raise ConfigError("--flow, --corrupt, --cuts and --background need --pairs consecutive (a sequence)")
+        if self.flow:
+            from ..sequence._motion import FLOW_METHODS  # noqa: PLC0415
+
+            if self.flow_method not in FLOW_METHODS:
+                raise ConfigError(f"--flow {self.flow_method}: known methods are {', '.join(FLOW_METHODS)}")
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"--workers {self.workers} must be >= 1")
 
@@ -113,10 +123,14 @@ def _fields(options: CompareOptions, cfg: RunConfig, source):
     out = result_fields(options, manifest=source.pairs() is not None, maps=maps) + _label_fields(source)
     if cfg.flow:
         out += [Field("flow_mean", "float64"), Field("flow_p95", "float64")]
+        if cfg.flow_check:
+            out.append(Field("flow_valid", "float64"))
         if "flow" in cfg.save_maps:
             h, w = shape[:2]
             out.append(Field("maps/flow", "float32", (h, w, 2), dims=("item", "y", "x", "component"),
                              item_chunk=1))
+            if cfg.flow_check:
+                out.append(map_field("flow_valid", (h, w), dtype="bool"))
     if cfg.background:
         out.append(Field("foreground_fraction", "float64"))
         if "foreground" in cfg.save_maps:
@@ -220,7 +234,9 @@ def _run_config_key(options: CompareOptions, cfg: RunConfig, source, plan: Plan,
         "save_maps": list(cfg.save_maps),
         "sequence": {"flow": cfg.flow, "flow_radius": cfg.flow_radius, "events": cfg.events,
                      "event_options": cfg.event_options, "background": cfg.background,
-                     "background_options": cfg.background_options},
+                     "background_options": cfg.background_options,
+                     # only with flow, so that the stores of runs without it keep their key
+                     **({"flow_method": cfg.flow_method, "flow_check": cfg.flow_check} if cfg.flow else {})},
     }
 
 

@@ -450,7 +450,8 @@ class ResultStore:
     def findings(self, status=None) -> dict:
         """What the sequence passes and the alignment found, over the done items, for summaries:
         ``corrupt``/``cut`` (frames flagged), ``unaligned`` (alignment not trusted), and the mean /
-        max of ``foreground_fraction`` and ``flow_mean`` (px). Only the columns the store has."""
+        max of ``foreground_fraction``, ``flow_mean`` (px) and ``flow_valid`` (the share of pixels
+        the forward-backward check trusted). Only the columns the store has."""
         status = self.read(["status"])["status"] if status is None else status
         done = status == DONE
         out: dict = {}
@@ -462,7 +463,7 @@ class ResultStore:
         if "align_ok" in names:
             v = np.asarray(self.read(["align_ok"])["align_ok"], dtype=np.float64)
             out["unaligned"] = int(np.count_nonzero(v[done] == 0))
-        for name in ("foreground_fraction", "flow_mean"):
+        for name in ("foreground_fraction", "flow_mean", "flow_valid"):
             if name in names:
                 v = np.asarray(self.read([name])[name], dtype=np.float64)[done]
                 v = v[np.isfinite(v)]

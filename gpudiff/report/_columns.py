@@ -33,14 +33,15 @@ _FINGERPRINT_LIMIT = 10_000
 _FLAG_COLUMNS = {"kept": "keep", "corrupt": "corrupt", "cut": "cut"}
 # Float columns that are not metrics to plot on their own.
 _NOT_METRICS = {"change_threshold"}
-_SEQUENCE_COLUMNS = ("change", "kl_prev", "corrupt_score", "cut_score", "foreground_fraction", "flow_mean", "flow_p95")
+_SEQUENCE_COLUMNS = ("change", "kl_prev", "corrupt_score", "cut_score", "foreground_fraction", "flow_mean", "flow_p95",
+                     "flow_valid")
 _ORDER = {name: k for k, name in enumerate((*METRIC_COLUMNS, *_SEQUENCE_COLUMNS))}
 # Ranking of "most changed": the first of these with a finite value; +1 larger is more changed.
 _RANK_PREFERENCE = (
     ("change", 1), ("mse", 1), ("manhattan_per_pixel", 1), ("rmse", 1), ("zero_norm_per_pixel", 1),
     ("max_abs", 1), ("hist_js", 1), ("hist_kl", 1), ("hist_chi2", 1), ("hist_bhattacharyya", 1),
     ("ssim", -1), ("ncc", -1), ("psnr", -1), ("hist_intersection", -1), ("hist_correlation", -1),
-    ("kl_prev", 1), ("flow_mean", 1), ("flow_p95", 1), ("foreground_fraction", 1), ("manhattan", 1),
+    ("kl_prev", 1), ("flow_mean", 1), ("flow_p95", 1), ("flow_valid", -1), ("foreground_fraction", 1), ("manhattan", 1),
     ("zero_norm", 1),
 )
 _DIRECTION = dict(_RANK_PREFERENCE)

@@ -36,6 +36,7 @@ _DESCRIPTIONS = {
     "foreground_fraction": ("foreground fraction", "fraction of pixels"),
     "flow_mean": ("mean optical-flow magnitude", "px"),
     "flow_p95": ("95th percentile optical-flow magnitude", "px"),
+    "flow_valid": ("share of pixels the backward flow confirms", "fraction of pixels"),
 }
 
 

@@ -13,6 +13,9 @@ feature per module (a long one split into parts that carry its name):
   ``_background_tiles`` (tiles and their halos), ``_background_frames`` (camera drift, the
   translated window a model reads, masks back to the frame's grid) and ``_background_model``
   (the per-pixel running mean and deviation);
+- ``_motion``: :func:`optical_flow`, one interface over the dense methods, and the
+  forward-backward check (:func:`flow_consistency`) that says which pixels to trust;
+- ``_tvl1``: TV-L1 optical flow (global; the default of ``gpudiff run --flow``);
 - ``_flow``: dense optical flow (pyramidal Lucas-Kanade) as a motion measure, and ``_corners``:
   Shi-Tomasi corners tracked by sparse pyramidal Lucas-Kanade (re-exported by ``_flow``), both on
   ``_pyramid`` (their input checks and the image pyramid);
@@ -23,6 +26,8 @@ from ._background import BackgroundModel, BackgroundOptions, background_subtract
 from ._corrupt import EventOptions, detect_events, detect_sequence, kl_rule
 from ._dedup import DedupOptions, Deduplicator, change_score
 from ._flow import flow_magnitude_stats, optical_flow_lk, track_corners
+from ._motion import FLOW_METHODS, flow_consistency, optical_flow
+from ._tvl1 import optical_flow_tvl1
 from ._score import ForegroundScore, score_foreground
 
 __all__ = [
@@ -36,7 +41,11 @@ __all__ = [
     "BackgroundModel",
     "BackgroundOptions",
     "background_subtract",
+    "optical_flow",
     "optical_flow_lk",
+    "optical_flow_tvl1",
+    "flow_consistency",
+    "FLOW_METHODS",
     "flow_magnitude_stats",
     "track_corners",
     "score_foreground",

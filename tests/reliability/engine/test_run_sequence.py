@@ -29,25 +29,59 @@ def cdnet(data_dir, tmp_path_factory):
     return out
 
 
-def test_flow_columns_and_maps_equal_the_library(cdnet, tmp_path):
-    from gpudiff.sequence._flow import flow_magnitude_stats, optical_flow_lk
-    from gpudiff.pair._preprocess import to_gray
+@pytest.mark.parametrize("method", ["lk", "tvl1"])
+def test_flow_columns_and_maps_equal_the_library(cdnet, tmp_path, method):
+    from gpudiff.sequence._flow import flow_magnitude_stats
+    from gpudiff.sequence._motion import flow_consistency, flow_input, optical_flow
 
     store = tmp_path / "f.zarr"
-    rc = main(["run", str(cdnet), "--out", str(store), "--flow", "--save-maps", "flow", "--metrics", "manhattan",
+    rc = main(["run", str(cdnet), "--out", str(store), "--flow", method, "--save-maps", "flow", "--metrics",
+               "manhattan", "--backend", "numpy", "--no-progress", "--chunk", "16"])
+    assert rc == 0
+    s = ResultStore.open(store)
+    cols = s.read(["flow_mean", "flow_p95", "flow_valid"])
+    flows = s._arrays["maps/flow"]
+    valids = s._arrays["maps/flow_valid"]
+    src = open_source(str(cdnet))
+    for k in (0, 17, 38):
+        a, b = flow_input(src.read(k)), flow_input(src.read(k + 1))
+        f = optical_flow(a, b, method=method)
+        valid = flow_consistency(f, optical_flow(b, a, method=method))
+        stats = flow_magnitude_stats(f, valid=valid)
+        assert cols["flow_mean"][k] == stats["flow_mean"]
+        assert cols["flow_p95"][k] == stats["flow_p95"]
+        assert cols["flow_valid"][k] == valid.mean()
+        np.testing.assert_array_equal(flows[k], np.moveaxis(f, 0, -1))
+        np.testing.assert_array_equal(valids[k], valid)
+    assert flows.shape == (39, 240, 320, 2)
+    # a jittering camera over a road: most pixels are trusted, not all (cars occlude, borders leave)
+    assert 0.5 < np.nanmean(cols["flow_valid"]) < 1.0
+    assert s.attrs["config"]["sequence"]["flow_method"] == method
+
+
+def test_without_the_check_the_motion_is_measured_on_every_pixel(cdnet, tmp_path):
+    from gpudiff.sequence._flow import flow_magnitude_stats, optical_flow_lk
+    from gpudiff.sequence._motion import flow_input
+
+    store = tmp_path / "f.zarr"
+    rc = main(["run", str(cdnet), "--out", str(store), "--flow", "lk", "--no-flow-check", "--metrics", "manhattan",
                "--backend", "numpy", "--no-progress", "--chunk", "16"])
     assert rc == 0
     s = ResultStore.open(store)
+    assert "flow_valid" not in s.names
     cols = s.read(["flow_mean", "flow_p95"])
-    flows = s._arrays["maps/flow"]
     src = open_source(str(cdnet))
-    for k in (0, 17, 38):
-        f = optical_flow_lk(to_gray(src.read(k)), to_gray(src.read(k + 1)))
-        stats = flow_magnitude_stats(f)
+    for k in (0, 38):
+        stats = flow_magnitude_stats(optical_flow_lk(flow_input(src.read(k)), flow_input(src.read(k + 1))))
         assert cols["flow_mean"][k] == stats["flow_mean"]
         assert cols["flow_p95"][k] == stats["flow_p95"]
-        np.testing.assert_array_equal(flows[k], np.moveaxis(f, 0, -1))
-    assert flows.shape == (39, 240, 320, 2)
+
+
+def test_an_unknown_flow_method_is_a_usage_error(cdnet, tmp_path, capsys):
+    assert main(["run", str(cdnet), "--out", str(tmp_path / "x.zarr"), "--flow", "farneback"]) == 2
+    err = capsys.readouterr().err
+    assert "argument --flow: invalid choice: 'farneback' (choose from 'lk', 'tvl1')" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def _plain_background(frames, options):
