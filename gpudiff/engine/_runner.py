@@ -253,6 +253,7 @@ def run(cfg: RunConfig, options: CompareOptions, *, stream=None) -> RunReport:
     t0 = time.monotonic()
     stream = stream or sys.stderr
     source = open_source(cfg.source, component=cfg.component, max_pixels=options.max_pixels)
+    _check_sequence_length(cfg, len(source))
     plan = make_plan(len(source), pairs=cfg.pairs, explicit=source.pairs(), chunk=cfg.chunk)
     options, bins_note = _resolve_bins_range(options, source)
     fields = _fields(options, cfg, source)
@@ -282,6 +283,17 @@ def run(cfg: RunConfig, options: CompareOptions, *, stream=None) -> RunReport:
     _tally(report, cfg, plan, store, mine, results, bg_pending)
     report.elapsed_s = time.monotonic() - t0
     return report
+
+
+def _check_sequence_length(cfg: RunConfig, n_frames: int) -> None:
+    """The sequence features compare frames with the frames before: refuse a source with one frame."""
+    wanted = [flag for flag, on in (("--flow", cfg.flow), ("--corrupt/--cuts", cfg.events),
+                                    ("--background", cfg.background)) if on]
+    if wanted and n_frames < 2:
+        raise ConfigError(
+            f"{cfg.source} has {n_frames} frame{'s' if n_frames != 1 else ''}: {' and '.join(wanted)} "
+            "need a sequence of at least 2 frames (point at the folder, stack or video of the sequence)"
+        )
 
 
 def _store_attrs(options: CompareOptions, cfg: RunConfig, source, fields) -> dict:

@@ -239,11 +239,11 @@ def test_an_unreadable_frame_fails_its_items_and_the_sequence_passes_go_on(cdnet
     bad = folder / names[12]
     bad.write_bytes(bad.read_bytes()[:300])  # a truncated JPEG
     store = tmp_path / "s.zarr"
-    rc = main(["run", str(folder), "--out", str(store), "--background", "--corrupt", "--cuts", "--metrics",
-               "manhattan", "--backend", "numpy", "--no-progress", "--chunk", "8"])
+    rc = main(["run", str(folder), "--out", str(store), "--background", "--corrupt", "--cuts", "--flow", "lk",
+               "--metrics", "manhattan", "--backend", "numpy", "--no-progress", "--chunk", "8"])
     assert rc == 1  # finished, some items failed
     cols = ResultStore.open(store).read(["status", "moving_index", "reference_index", "corrupt", "cut",
-                                         "foreground_fraction"])
+                                         "foreground_fraction", "flow_mean", "flow_valid"])
     uses_bad = (cols["moving_index"] == 12) | (cols["reference_index"] == 12)
     assert (cols["status"][uses_bad] == 2).all() and (cols["status"][~uses_bad] == 1).all()
     at_bad = cols["moving_index"] == 12
@@ -252,3 +252,20 @@ def test_an_unreadable_frame_fails_its_items_and_the_sequence_passes_go_on(cdnet
     others = ~at_bad
     assert set(cols["corrupt"][others].tolist()) <= {0, 1} and np.isfinite(cols["foreground_fraction"][others]).all()
     assert (cols["foreground_fraction"][others][15:] > 0).any()  # the model went on after the bad frame
+    # the flow of the two pairs with the bad frame is missing, every other pair has one
+    assert np.isnan(cols["flow_mean"][uses_bad]).all() and np.isnan(cols["flow_valid"][uses_bad]).all()
+    assert np.isfinite(cols["flow_mean"][~uses_bad]).all() and (cols["flow_valid"][~uses_bad] > 0.5).all()
+
+
+def test_sequence_features_on_a_single_frame_are_a_one_line_error(cdnet, tmp_path, capsys):
+    import shutil
+
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy2(sorted(cdnet.iterdir())[0], one)
+    assert main(["run", str(one), "--out", str(tmp_path / "b.zarr"), "--background", "--flow"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("has 1 frame: --flow and --background need a sequence of at least 2 frames "
+                        "(point at the folder, stack or video of the sequence)")
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "b.zarr").exists()  # refused before a store is made
