@@ -31,6 +31,10 @@ from gpudiff.sequence._tvl1 import _Median3x3, optical_flow_tvl1  # noqa: E402
 _SK_CACHE: dict = {}
 
 
+#: scikit-image's defaults where gpudiff's differ (gpudiff's are measured: see optical_flow_tvl1's Notes)
+SK_DEFAULTS = {"attachment": 15, "num_warp": 5}
+
+
 def sk_tvl1(reference, moving, **kwargs):
     """scikit-image's optical_flow_tvl1, memoised per input and options (the numpy and the GPU case of
     a test compare against one call)."""
@@ -92,10 +96,18 @@ def _epe(flow, true_v, true_u, mask=None) -> float:
 # Motorcycle stereo pair, 1/4 scale: ground truth and scikit-image
 
 
+def test_the_measured_defaults_beat_scikit_images_on_motorcycle(motorcycle):
+    left, right, true_u, valid = motorcycle
+    ours = _epe(optical_flow_tvl1(left, right), 0.0, true_u, valid)
+    theirs = _epe(sk_tvl1(left, right), 0.0, true_u, valid)
+    # measured 1.06 against 1.99 px (this test scores the pixels whose match leaves the frame too)
+    assert ours < 0.6 * theirs
+
+
 @pytest.mark.parametrize("prefilter", [False, True], ids=["plain", "prefilter"])
 def test_motorcycle_matches_skimage_and_ground_truth(xp, motorcycle, prefilter):
     left, right, true_u, valid = motorcycle
-    ours = to_host(optical_flow_tvl1(xp.asarray(left), xp.asarray(right), prefilter=prefilter))
+    ours = to_host(optical_flow_tvl1(xp.asarray(left), xp.asarray(right), prefilter=prefilter, **SK_DEFAULTS))
     theirs = sk_tvl1(left, right, prefilter=prefilter)
     assert ours.shape == theirs.shape == (2, *left.shape)
     assert ours.dtype == np.float32
@@ -115,7 +127,8 @@ def test_motorcycle_matches_skimage_and_ground_truth(xp, motorcycle, prefilter):
 
 def test_motorcycle_float64_matches_skimage(motorcycle):
     left, right, true_u, valid = motorcycle
-    ours = optical_flow_tvl1(left.astype(np.float64), right.astype(np.float64), dtype=np.float64, num_warp=2)
+    ours = optical_flow_tvl1(left.astype(np.float64), right.astype(np.float64), dtype=np.float64, num_warp=2,
+                             attachment=15)
     theirs = sk_tvl1(left.astype(np.float64), right.astype(np.float64), dtype=np.float64, num_warp=2)
     assert ours.dtype == np.float64
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-8)  # measured 6e-11 with the defaults
@@ -133,7 +146,7 @@ def test_smooth_warp_of_a_real_image(xp, astronaut):
     true_u = 3.0 * np.cos(2 * np.pi * rows / moving.shape[0])
     reference = scipy_ndimage.map_coordinates(moving, [rows + true_v, cols + true_u], order=3, mode="nearest")
     ref32, mov32 = reference.astype(np.float32), moving.astype(np.float32)
-    ours = to_host(optical_flow_tvl1(xp.asarray(ref32), xp.asarray(mov32)))
+    ours = to_host(optical_flow_tvl1(xp.asarray(ref32), xp.asarray(mov32), **SK_DEFAULTS))
     theirs = sk_tvl1(ref32, mov32)
     inner = np.zeros(moving.shape, dtype=bool)
     inner[8:-8, 8:-8] = True
@@ -168,7 +181,7 @@ def test_integer_input_scaled_like_skimage(camera):
     """uint8 images are scaled to [0, 1] (as scikit-image's img_as_float) before the solve."""
     ref = camera[::4, ::4]
     mov = np.roll(ref, (1, -2), axis=(0, 1))
-    ours = optical_flow_tvl1(ref, mov, num_warp=2)
+    ours = optical_flow_tvl1(ref, mov, num_warp=2, attachment=15)
     theirs = sk_tvl1(ref, mov, num_warp=2)
     assert np.abs(ours - theirs).mean() < 1e-4
 
