@@ -89,8 +89,11 @@ rounded to uint8 for OpenCV):
 
 * ``gpudiff lk``: ``gpudiff.sequence.optical_flow_lk(ref, mov)``, its defaults (radius 7, num_warp 10,
   automatic pyramid levels, box window, no prefilter, float32).
-* ``gpudiff tvl1``: ``gpudiff.sequence._tvl1.optical_flow_tvl1(ref, mov)``, its defaults, when that
-  module imports (otherwise the header says "not available").
+* ``gpudiff tvl1``: ``gpudiff.sequence._tvl1.optical_flow_tvl1(ref, mov)``, its defaults (attachment
+  30, num_warp 10; scikit-image's are 15 and 5), when that module imports (otherwise the header says
+  "not available").
+* ``gpudiff dis PRESET``: ``gpudiff.sequence.optical_flow_dis(ref, mov, preset=PRESET)`` for
+  ultrafast, fast and medium (OpenCV's preset values).
 * ``skimage ilk``: ``skimage.registration.optical_flow_ilk(ref, mov, radius=7)`` (its defaults:
   num_warp 10, box window, no prefilter; the same algorithm and pyramid as gpudiff lk).
 * ``skimage tvl1``: ``skimage.registration.optical_flow_tvl1(ref, mov)``, its defaults (attachment 15,
@@ -410,7 +413,7 @@ def methods_for(case: Case, xp, sync, tvl1):
     import cv2
     from skimage.registration import optical_flow_ilk, optical_flow_tvl1
 
-    from gpudiff.sequence import optical_flow_lk
+    from gpudiff.sequence import optical_flow_dis, optical_flow_lk
 
     ref = (case.reference / 255.0).astype(np.float32)
     mov = (case.moving / 255.0).astype(np.float32)
@@ -430,6 +433,7 @@ def methods_for(case: Case, xp, sync, tvl1):
     rows = [("gpudiff lk", ours(optical_flow_lk), True)]
     if tvl1 is not None:
         rows.append(("gpudiff tvl1", ours(tvl1), True))
+    rows += [(f"gpudiff dis {p}", ours(optical_flow_dis, preset=p), True) for p in ("ultrafast", "fast", "medium")]
     if case.variants:
         rows += [
             ("  gpudiff lk num_warp=3", ours(optical_flow_lk, num_warp=3), False),

@@ -33,6 +33,7 @@ from .sequence import (
     flow_magnitude_stats,
     optical_flow,
     optical_flow_lk,
+    optical_flow_dis,
     optical_flow_tvl1,
     track_corners,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "optical_flow",
     "optical_flow_lk",
     "optical_flow_tvl1",
+    "optical_flow_dis",
     "flow_consistency",
     "flow_magnitude_stats",
     "track_corners",

@@ -2,7 +2,7 @@
 pixels of a flow field to trust.
 
 :func:`optical_flow` runs one of :data:`FLOW_METHODS` (``lk``: pyramidal iterative Lucas-Kanade,
-:mod:`._flow`; ``tvl1``: TV-L1, :mod:`._tvl1`), all
+:mod:`._flow`; ``tvl1``: TV-L1, :mod:`._tvl1`; ``dis``: dense inverse search, :mod:`._dis`), all
 with scikit-image's convention ``flow = (v, u)``, ``reference[r, c] ~ moving[r + v, c + u]``.
 
 :func:`flow_consistency` is the forward-backward test of Sundaram, Brox and Keutzer (2010): a pixel
@@ -27,6 +27,7 @@ __all__ = ["FLOW_METHODS", "DEFAULT_FLOW_METHOD", "optical_flow", "flow_consiste
 _METHODS = {
     "lk": ("._flow", "optical_flow_lk"),
     "tvl1": ("._tvl1", "optical_flow_tvl1"),
+    "dis": ("._dis", "optical_flow_dis"),
 }
 FLOW_METHODS = tuple(_METHODS)
 #: What ``gpudiff run --flow`` uses when no method is named: TV-L1 had the lowest mean endpoint error
@@ -72,13 +73,16 @@ def optical_flow(reference, moving, *, method: str = DEFAULT_FLOW_METHOD, **para
     reference, moving : ndarray, shape (H, W)
         Grey images of one shape (NumPy or CuPy; integers are scaled to [0, 1] by their dtype's
         maximum).
-    method : {'tvl1', 'lk'}
+    method : {'tvl1', 'lk', 'dis'}
         ``tvl1`` (the default): :func:`gpudiff.sequence.optical_flow_tvl1` (global: fills
         textureless regions, follows large smooth motion); ``lk``:
-        :func:`gpudiff.sequence.optical_flow_lk` (local, about twice as fast; fails in textureless
-        regions and beyond about a window radius of motion per pyramid level).
+        :func:`gpudiff.sequence.optical_flow_lk` (local; fails in textureless regions and beyond
+        about a window radius of motion per pyramid level); ``dis``:
+        :func:`gpudiff.sequence.optical_flow_dis` (patch search coarse to fine, densification and
+        a variational refinement; OpenCV's presets).
     **params
-        Passed to the method (e.g. ``radius=7`` for ``lk``, ``attachment=15`` for ``tvl1``).
+        Passed to the method (e.g. ``radius=7`` for ``lk``, ``attachment=15`` for ``tvl1``,
+        ``preset='fast'`` for ``dis``).
 
     Returns
     -------

@@ -29,7 +29,7 @@ def cdnet(data_dir, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("method", ["lk", "tvl1"])
+@pytest.mark.parametrize("method", ["lk", "tvl1", "dis"])
 def test_flow_columns_and_maps_equal_the_library(cdnet, tmp_path, method):
     from gpudiff.sequence._flow import flow_magnitude_stats
     from gpudiff.sequence._motion import flow_consistency, flow_input, optical_flow
@@ -80,7 +80,7 @@ def test_without_the_check_the_motion_is_measured_on_every_pixel(cdnet, tmp_path
 def test_an_unknown_flow_method_is_a_usage_error(cdnet, tmp_path, capsys):
     assert main(["run", str(cdnet), "--out", str(tmp_path / "x.zarr"), "--flow", "farneback"]) == 2
     err = capsys.readouterr().err
-    assert "argument --flow: invalid choice: 'farneback' (choose from 'lk', 'tvl1')" in err
+    assert "argument --flow: invalid choice: 'farneback' (choose from 'lk', 'tvl1', 'dis')" in err
     assert len(err.strip().splitlines()) == 1
 
 
