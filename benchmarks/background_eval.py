@@ -5,13 +5,16 @@ Usage::
 
     python benchmarks/background_eval.py [--sweep] [--repeat 3] [--backend numpy|cupy] [--json out.json]
 
-The same 101 frames (in000950.jpg .. in001050.jpg, 320x240 colour) go through
+The same 101 frames (in000950.jpg .. in001050.jpg, 320x240 colour: all the frames of the subset,
+and the only sequence under ``../shared/data`` with per-pixel masks) go through
 
 * gpudiff ``background_subtract`` with the default ``BackgroundOptions`` (align off), and with
   ``align=True`` (each frame moved onto the first by phase correlation, masks carried back to
-  the frame's own grid for scoring);
+  the frame's own grid for scoring); then with ``shadows=True``, ``model='mixture'`` and
+  ``model='samples'`` (each one change from the defaults);
 * ``cv2.createBackgroundSubtractorMOG2()`` and ``cv2.createBackgroundSubtractorKNN()`` with
-  their default parameters, fed BGR frames as OpenCV expects.
+  their default parameters (``detectShadows=True``), and each with ``detectShadows=False``, fed
+  BGR frames as OpenCV expects.
 
 Scoring (CDnet rules, changedetection.net): ground truth 255 = foreground, 0 and 50 (shadow) =
 background, 85 (outside ROI) and 170 (unknown) not counted, pixels outside ROI.bmp not counted
@@ -19,6 +22,8 @@ background, 85 (outside ROI) and 170 (unknown) not counted, pixels outside ROI.b
 used only when it excludes nothing). Predictions: gpudiff's mask; OpenCV's 255 (its shadow label
 127 counts as background, as CDnet counts shadows). True/false positives and negatives are summed
 over all frames, then precision, recall and F = 2PR / (P + R), as CDnet's per-video numbers.
+Shadow FP: the share of the pixels CDnet labels shadow (50, inside the ROI) that a method calls
+foreground (lower is better; shadows count as background).
 
 Time: each method runs over the whole sequence ``--repeat`` times; ms/frame = median total / N
 (frames are decoded beforehand and not timed; gpudiff's time includes moving each mask to the
@@ -27,7 +32,8 @@ F(peer) (> 1: gpudiff more accurate) and ms(peer) / ms(gpudiff) (> 1: gpudiff fa
 Times are printed, never asserted.
 
 ``--sweep`` also prints F for one option changed at a time around the defaults, with and
-without alignment: the measurement behind the defaults documented in ``BackgroundOptions``.
+without alignment, then F and the shadow FP share for the shadow test's and the other models'
+options: the measurement behind the defaults documented in ``BackgroundOptions``.
 """
 
 from __future__ import annotations
@@ -111,14 +117,24 @@ def run_gpudiff(frames, options, xp):
     return go
 
 
-def run_opencv(frames, kind):
+def run_opencv(frames, kind, shadows: bool = True):
     import cv2
 
     def go():
-        sub = cv2.createBackgroundSubtractorMOG2() if kind == "MOG2" else cv2.createBackgroundSubtractorKNN()
+        if kind == "MOG2":
+            sub = cv2.createBackgroundSubtractorMOG2(detectShadows=shadows)
+        else:
+            sub = cv2.createBackgroundSubtractorKNN(detectShadows=shadows)
         return np.stack([sub.apply(f) == 255 for f in frames])  # 127 = shadow -> background
 
     return go
+
+
+def shadow_fp(masks, gt, inside) -> float:
+    """Share of CDnet's shadow pixels (50, inside the ROI) called foreground."""
+    shadow = (gt == 50) & inside
+    n = int(np.count_nonzero(shadow))
+    return float(np.count_nonzero(masks & shadow)) / n if n else 0.0
 
 
 def machine_info(backend: str, xp) -> dict:
@@ -153,6 +169,35 @@ SWEEP = {
     "upsample_factor": (4,),
 }
 
+# the shadow test and the other models: (label, options changed from the defaults)
+SWEEP_MODELS = [
+    ("shadows", {"shadows": True}),
+    ("shadows, ratio (0.4, 0.95)", {"shadows": True, "shadow_ratio": (0.4, 0.95)}),
+    ("shadows, ratio (0.6, 0.95)", {"shadows": True, "shadow_ratio": (0.6, 0.95)}),
+    ("shadows, ratio (0.5, 1.0)", {"shadows": True, "shadow_ratio": (0.5, 1.0)}),
+    ("shadows, chroma 0.05", {"shadows": True, "shadow_chroma": 0.05}),
+    ("shadows, chroma 0.2", {"shadows": True, "shadow_chroma": 0.2}),
+    ("mixture", {"model": "mixture"}),
+    ("mixture, components 2", {"model": "mixture", "components": 2}),
+    ("mixture, components 5", {"model": "mixture", "components": 5}),
+    ("mixture, k 2.5", {"model": "mixture", "k": 2.5}),
+    ("mixture, k 4", {"model": "mixture", "k": 4.0}),
+    ("mixture, weight_learning_rate 0.002", {"model": "mixture", "weight_learning_rate": 0.002}),
+    ("mixture, weight_learning_rate 0.01", {"model": "mixture", "weight_learning_rate": 0.01}),
+    ("mixture, background_ratio 0.8", {"model": "mixture", "background_ratio": 0.8}),
+    ("mixture, background_ratio 0.95", {"model": "mixture", "background_ratio": 0.95}),
+    ("mixture + shadows", {"model": "mixture", "shadows": True}),
+    ("samples", {"model": "samples"}),
+    ("samples, sample_radius 0.08", {"model": "samples", "sample_radius": 0.08}),
+    ("samples, sample_radius 0.2", {"model": "samples", "sample_radius": 0.2}),
+    ("samples, min_matches 2", {"model": "samples", "min_matches": 2}),
+    ("samples, min_matches 3", {"model": "samples", "min_matches": 3}),
+    ("samples, subsampling 2", {"model": "samples", "subsampling": 2}),
+    ("samples, samples 10", {"model": "samples", "samples": 10}),
+    ("samples, subsampling 16", {"model": "samples", "subsampling": 16}),
+    ("samples + shadows", {"model": "samples", "shadows": True}),
+]
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -174,25 +219,37 @@ def main(argv=None) -> int:
     print(f"# CDnet 2014 cameraJitter/traffic, frames {FIRST}-{LAST} ({n} frames, {w}x{h})")
 
     base = BackgroundOptions()
+    rep = dataclasses.replace
     methods = [
         ("gpudiff", run_gpudiff(rgb, base, xp)),
-        ("gpudiff align", run_gpudiff(rgb, dataclasses.replace(base, align=True), xp)),
+        ("gpudiff align", run_gpudiff(rgb, rep(base, align=True), xp)),
+        ("gpudiff shadows", run_gpudiff(rgb, rep(base, shadows=True), xp)),
+        ("gpudiff align shadows", run_gpudiff(rgb, rep(base, align=True, shadows=True), xp)),
+        ("gpudiff mixture", run_gpudiff(rgb, rep(base, model="mixture"), xp)),
+        ("gpudiff mixture align", run_gpudiff(rgb, rep(base, model="mixture", align=True), xp)),
+        ("gpudiff samples", run_gpudiff(rgb, rep(base, model="samples"), xp)),
+        ("gpudiff samples align", run_gpudiff(rgb, rep(base, model="samples", align=True), xp)),
         ("OpenCV MOG2", run_opencv(bgr, "MOG2")),
+        ("OpenCV MOG2 no shadows", run_opencv(bgr, "MOG2", shadows=False)),
         ("OpenCV KNN", run_opencv(bgr, "KNN")),
+        ("OpenCV KNN no shadows", run_opencv(bgr, "KNN", shadows=False)),
     ]
     rows = []
     for name, go in methods:
         go()  # warm-up (imports, caches, CUDA/cupy kernels)
         masks, med, mn = timed(go, args.repeat)
         s = scores(masks, gt, inside)
-        rows.append({"method": name, **s, "ms_per_frame": 1e3 * med / n, "ms_per_frame_min": 1e3 * mn / n})
+        rows.append({"method": name, **s, "shadow_fp": shadow_fp(masks, gt, inside),
+                     "ms_per_frame": 1e3 * med / n, "ms_per_frame_min": 1e3 * mn / n})
 
-    gd = {r["method"]: r for r in rows[:2]}
+    gd = {r["method"]: r for r in rows if r["method"].startswith("gpudiff")}
     print(f"# gpudiff options: {base}")
+    print(f"# shadow FP = share of the {int(np.count_nonzero((gt == 50) & inside))} CDnet shadow "
+          "pixels (50) called foreground")
     print()
-    print("| method | precision | recall | F | ms/frame (min) | F gpudiff/peer | F align/peer "
+    print("| method | precision | recall | F | shadow FP | ms/frame (min) | F gpudiff/peer | F align/peer "
           "| speed gpudiff (peer/gpudiff ms) | speed align |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         peer = r["method"] not in gd
         cells = ["", "", "", ""]
@@ -204,7 +261,8 @@ def main(argv=None) -> int:
                 f"{r['ms_per_frame'] / gd['gpudiff align']['ms_per_frame']:.2f}",
             ]
         print(f"| {r['method']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f_measure']:.3f} | "
-              f"{r['ms_per_frame']:.2f} ({r['ms_per_frame_min']:.2f}) | " + " | ".join(cells) + " |")
+              f"{r['shadow_fp']:.3f} | {r['ms_per_frame']:.2f} ({r['ms_per_frame_min']:.2f}) | "
+              + " | ".join(cells) + " |")
 
     sweep = []
     if args.sweep:
@@ -225,6 +283,22 @@ def main(argv=None) -> int:
             shown = "" if value is None else repr(value)
             print(f"| {key} | {shown} | {fs[0]:.3f} | {fs[1]:.3f} |", flush=True)
             sweep.append({"option": key, "value": value, "f": fs[0], "f_align": fs[1]})
+
+        print()
+        print("Shadows and models: options changed from the defaults (F, shadow FP share)")
+        print()
+        print("| options | F | shadow FP | F align | shadow FP align |")
+        print("|---|---:|---:|---:|---:|")
+        for label, changes in SWEEP_MODELS:
+            cells = []
+            for align in (False, True):
+                opts = dataclasses.replace(base, align=align, **changes)
+                masks, _ = background_subtract(rgb, options=opts, xp=xp)
+                cells += [scores(masks, gt, inside)["f_measure"], shadow_fp(masks, gt, inside)]
+            print(f"| {label} | {cells[0]:.3f} | {cells[1]:.3f} | {cells[2]:.3f} | {cells[3]:.3f} |",
+                  flush=True)
+            sweep.append({"option": label, "value": changes, "f": cells[0], "shadow_fp": cells[1],
+                          "f_align": cells[2], "shadow_fp_align": cells[3]})
 
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "options": base.to_dict(), "rows": rows,

@@ -13,7 +13,7 @@ from ..backend import get_namespace
 from ..errors import InputError
 from ._background_options import BackgroundOptions
 
-__all__ = ["estimate_shift", "mask_to_frame"]
+__all__ = ["estimate_shift", "mask_to_frame", "labels_to_frame"]
 
 
 def _check_frame(frame):
@@ -226,4 +226,37 @@ def mask_to_frame(mask, shift):
     c0, c1 = max(0, -ix), min(W, W - ix)
     if r0 < r1 and c0 < c1:
         out[r0:r1, c0:c1] = mask[r0 + iy : r1 + iy, c0 + ix : c1 + ix]
+    return out
+
+
+def labels_to_frame(labels, shift):
+    """:func:`mask_to_frame` for a label map: ``out[r, c] = labels[r + dy, c + dx]``, 170
+    (unknown) where that falls outside the model.
+
+    Parameters
+    ----------
+    labels : (H, W) uint8 array
+        A whole-frame label map in model coordinates (``update(..., labels=True)``).
+    shift : (dy, dx)
+        The shift the frame was given; rounded to whole pixels as :func:`mask_to_frame` does.
+
+    Returns
+    -------
+    (H, W) uint8 array
+    """
+    from ._background_shadows import LABEL_UNKNOWN  # noqa: PLC0415
+
+    dy, dx = _check_shift(shift)
+    if getattr(labels, "ndim", None) != 2:
+        raise InputError(
+            f"labels has shape {tuple(getattr(labels, 'shape', ()))}: give a 2-D (H, W) label map"
+        )
+    xp = get_namespace(labels)
+    iy, ix = int(math.floor(dy + 0.5)), int(math.floor(dx + 0.5))
+    H, W = labels.shape
+    out = xp.full((H, W), LABEL_UNKNOWN, dtype=xp.uint8)
+    r0, r1 = max(0, -iy), min(H, H - iy)
+    c0, c1 = max(0, -ix), min(W, W - ix)
+    if r0 < r1 and c0 < c1:
+        out[r0:r1, c0:c1] = labels[r0 + iy : r1 + iy, c0 + ix : c1 + ix]
     return out

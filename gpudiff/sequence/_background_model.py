@@ -18,7 +18,16 @@ from ._background_frames import (
     _window,
     estimate_shift,
 )
+from . import _background_mixture as _mixture
+from . import _background_samples as _samples
 from ._background_options import BackgroundOptions
+from ._background_shadows import (
+    LABEL_BACKGROUND,
+    LABEL_FOREGROUND,
+    LABEL_SHADOW,
+    LABEL_UNKNOWN,
+    shadow_mask,
+)
 from ._background_tiles import Tile, _whole
 
 __all__ = ["BackgroundState", "BackgroundModel"]
@@ -71,7 +80,7 @@ def _morph(mask, r: int, erode: bool, xp):
 
 
 class BackgroundModel:
-    """A per-pixel running Gaussian background model, streaming one frame at a time.
+    """A per-pixel background model (by default a running Gaussian), streaming one frame at a time.
 
     Parameters
     ----------
@@ -106,6 +115,13 @@ class BackgroundModel:
     variance", 2009), i.e. the running Gaussian average of Wren et al. (Pfinder, IEEE PAMI
     19(7), 1997) with the selective update of Koller et al. (1994).
 
+    ``options.model`` ``'mixture'`` and ``'samples'`` replace this Gaussian by
+    :mod:`._background_mixture` and :mod:`._background_samples` (their state in ``state``; the
+    rest below is shared). With ``options.shadows``, a raw foreground pixel that passes
+    :func:`._background_shadows.shadow_mask` against the background (the Gaussian's mean, the
+    heaviest component's, the samples' mean) is shadow: background in the mask, 50 in the label
+    map, and folded into the model as background.
+
     The reported mask is the raw one cleaned by an opening then a closing with a disk of radius
     ``cleanup_radius`` (erosion treats outside the image as foreground, dilation as background,
     so the image border neither erodes nor grows objects) and set False where the frame has no
@@ -119,6 +135,11 @@ class BackgroundModel:
             raise ConfigError(f"options must be a BackgroundOptions, not {type(options).__name__}")
         if tile is not None and not isinstance(tile, Tile):
             raise ConfigError(f"tile must be a Tile (see plan_tiles), not {type(tile).__name__}")
+        if tile is not None and options.model == "samples":
+            raise ConfigError(
+                "model='samples' cannot run on tiles (its neighbour propagation crosses tile borders): "
+                "run it on whole frames, or use model='gaussian' or 'mixture'"
+            )
         self.options = options
         self.tile = tile
         self.xp = xp
@@ -129,17 +150,28 @@ class BackgroundModel:
         self.reference = None  # whole first frame, for alignment without a given shift
 
     # ---- inspection
+    def _reference(self, var: bool = True):
+        """The background's mean and variance (data-range units; the variance None unless ``var``):
+        the Gaussian's own; the mixture's heaviest component; the samples' mean and spread."""
+        if self.options.model == "mixture":
+            return _mixture.reference(self.state, self.xp)
+        if self.options.model == "samples":
+            return _samples.reference(self.state, self.xp, var=var)
+        return self.state.mean, self.state.var
+
     @property
     def mean(self):
-        """Per-pixel mean over the model's window, in the frame's intensity units."""
-        return None if self.state is None else self.state.mean * self.xp.float32(self.scale)
+        """Per-pixel mean over the model's window, in the frame's intensity units (``'mixture'``:
+        of the heaviest component; ``'samples'``: of the samples)."""
+        return None if self.state is None else self._reference()[0] * self.xp.float32(self.scale)
 
     @property
     def std(self):
-        """Per-pixel standard deviation over the model's window, in the frame's intensity units."""
+        """Per-pixel standard deviation over the model's window, in the frame's intensity units
+        (as ``mean``; one per pixel, over the channels, for ``'mixture'`` and ``'samples'``)."""
         if self.state is None:
             return None
-        return self.xp.sqrt(self.state.var) * self.xp.float32(self.scale)
+        return self.xp.sqrt(self._reference()[1]) * self.xp.float32(self.scale)
 
     @property
     def initialized(self):
@@ -168,11 +200,16 @@ class BackgroundModel:
         chans = self.frame_shape[2] if len(self.frame_shape) == 3 else 1
         chans = chans if (self.options.color == "channels" and chans > 1) else 0
         shape = (h, w, chans) if chans else (h, w)
-        self.state = BackgroundState(
-            mean=xp.zeros(shape, dtype=xp.float32),
-            var=xp.zeros(shape, dtype=xp.float32),
-            count=xp.zeros((h, w), dtype=xp.int32),
-        )
+        if self.options.model == "mixture":
+            self.state = _mixture.start((h, w), chans, self.options, xp)
+        elif self.options.model == "samples":
+            self.state = _samples.start((h, w), chans, W, (oy0, ox0), self.options, xp)
+        else:
+            self.state = BackgroundState(
+                mean=xp.zeros(shape, dtype=xp.float32),
+                var=xp.zeros(shape, dtype=xp.float32),
+                count=xp.zeros((h, w), dtype=xp.int32),
+            )
         if self.options.align and self.tile.outer == (0, H, 0, W):
             self.reference = _to_gray_f32(frame, xp)  # once, on the model's device
 
@@ -203,10 +240,27 @@ class BackgroundModel:
         return estimate_shift(self.reference, frame, options=self.options)
 
     def _raw(self, frame, shift):
-        """Prepared window, valid mask, deviation d, d**2 and the raw foreground mask."""
+        """Prepared window, valid mask, pixels past initialisation, deviation d and d**2 (the
+        Gaussian's; for the other models d is what their fold reuses, d2 None), the raw
+        foreground mask (shadows taken out) and the shadow mask (None without ``shadows``)."""
+        xp, o, st = self.xp, self.options, self.state
+        x, valid = _window(frame, self.tile.outer, shift, xp, self.scale, o.color)
+        if o.model == "gaussian":
+            x, valid, ready, d, d2, raw = self._raw_gaussian(x, valid)
+        else:  # d carries what the model's fold reuses
+            core = _mixture if o.model == "mixture" else _samples
+            out, ready, d = core.classify(st, x, o, xp)
+            d2 = None
+            raw = out & ready & valid
+        shadow = None
+        if o.shadows:
+            shadow = raw & shadow_mask(x, self._reference(var=False)[0], o, xp)
+            raw = raw & ~shadow
+        return x, valid, ready, d, d2, raw, shadow
+
+    def _raw_gaussian(self, x, valid):
         xp, o, st = self.xp, self.options, self.state
         f32 = xp.float32
-        x, valid = _window(frame, self.tile.outer, shift, xp, self.scale, o.color)
         d = x - st.mean
         d2 = d * d
         thr = f32(o.k * o.k) * xp.maximum(st.var, f32(o.min_std * o.min_std))
@@ -220,7 +274,7 @@ class BackgroundModel:
         raw = out & ready & valid
         return x, valid, ready, d, d2, raw
 
-    def _report(self, raw, valid):
+    def _report(self, raw, valid, ready, shadow, labels: bool):
         r = self.options.cleanup_radius
         mask = raw
         if r > 0:
@@ -228,10 +282,24 @@ class BackgroundModel:
             mask = _morph(_morph(mask, r, True, xp), r, False, xp)  # opening
             mask = _morph(_morph(mask, r, False, xp), r, True, xp)  # closing
             mask = mask & valid
-        return mask[self.tile.crop]
+        mask = mask[self.tile.crop]
+        if not labels:
+            return mask
+        return mask, self._labels(mask, valid, ready, shadow)
+
+    def _labels(self, mask, valid, ready, shadow):
+        """CDnet values over the core: 255 foreground (the reported mask), 50 shadow (raw shadow
+        not inside a reported object), 170 unknown (initialising or no data), 0 background."""
+        xp, crop = self.xp, self.tile.crop
+        u8 = xp.uint8
+        out = xp.where(mask, u8(LABEL_FOREGROUND), u8(LABEL_BACKGROUND))
+        if shadow is not None:
+            out = xp.where(shadow[crop] & ~mask, u8(LABEL_SHADOW), out)
+        known = (valid & ready)[crop]
+        return xp.where(known, out, u8(LABEL_UNKNOWN))
 
     # ---- public
-    def update(self, frame, *, shift=None):
+    def update(self, frame, *, shift=None, labels: bool = False):
         """Classify ``frame`` against the model, then fold it into the model.
 
         Parameters
@@ -241,21 +309,33 @@ class BackgroundModel:
         shift : (dy, dx), optional
             Translation into model coordinates (``estimate_shift``); None: estimated against the
             first frame when ``options.align`` (whole-frame models only), else no translation.
+        labels : bool
+            Also return the label map.
 
         Returns
         -------
         mask : bool array (h, w)
             Foreground over the tile's core (the whole frame without a tile), on ``xp``, in model
             coordinates (with a shift: the first frame's grid; :func:`mask_to_frame` carries a
-            whole mask back to the frame's own grid). False for pixels still initialising and
-            where the shifted frame has no data.
+            whole mask back to the frame's own grid). False for pixels still initialising, where
+            the shifted frame has no data, and for shadows (``options.shadows``).
+        labels : uint8 array (h, w), only with ``labels=True``
+            CDnet's values: 255 foreground (= ``mask``), 50 shadow, 170 unknown (still
+            initialising, or not covered by the shifted frame), 0 background
+            (:func:`labels_to_frame` carries it to the frame's grid).
         """
         shift = self._check(frame, shift)
         xp, o, st = self.xp, self.options, self.state
         f32 = xp.float32
-        x, valid, ready, d, d2, raw = self._raw(frame, shift)
+        x, valid, ready, d, d2, raw, shadow = self._raw(frame, shift)
+        if o.model == "mixture":
+            _mixture.fold(st, x, valid, d, o, xp)
+            return self._report(raw, valid, ready, shadow, labels)
+        if o.model == "samples":
+            _samples.fold(st, x, valid, raw, o, xp)
+            return self._report(raw, valid, ready, shadow, labels)
         n = (st.count + 1).astype(f32)
-        alpha = xp.where(raw, f32(o.foreground_learning_rate), f32(o.learning_rate))
+        alpha = xp.where(raw, f32(o.foreground_learning_rate), f32(o.learning_rate))  # shadow: as background
         alpha = xp.where(ready, alpha, f32(1) / n)
         alpha = xp.where(valid, alpha, f32(0))
         if d.ndim == 3:
@@ -264,12 +344,13 @@ class BackgroundModel:
         st.var = (f32(1) - alpha) * (st.var + alpha * d2)
         st.count = xp.where(valid & ~ready, st.count + 1, st.count)
         st.frames += 1
-        return self._report(raw, valid)
+        return self._report(raw, valid, ready, shadow, labels)
 
-    def classify(self, frame, *, shift=None):
-        """The mask ``update`` would report for ``frame``, without changing the model."""
+    def classify(self, frame, *, shift=None, labels: bool = False):
+        """The mask (and with ``labels``, the label map) ``update`` would report for ``frame``,
+        without changing the model."""
         if self.state is None:
             raise ConfigError("the model has seen no frame yet: call update() first")
         shift = self._check(frame, shift)
-        _, valid, _, _, _, raw = self._raw(frame, shift)
-        return self._report(raw, valid)
+        _, valid, ready, _, _, raw, shadow = self._raw(frame, shift)
+        return self._report(raw, valid, ready, shadow, labels)

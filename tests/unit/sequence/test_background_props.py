@@ -127,3 +127,36 @@ def test_cleanup_tiled_equals_whole_on_any_mask(seed, density, hw, tile, radius)
         m.update(background)
         out[t.core_slices] = m.classify(frame)
     np.testing.assert_array_equal(out, ref)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    hw=st.tuples(st.integers(6, 30), st.integers(6, 30)),
+    tile=st.tuples(st.integers(1, 16), st.integers(1, 16)),
+    radius=st.integers(0, 1),
+    model=st.sampled_from(["gaussian", "mixture"]),
+    channels=st.sampled_from([0, 3]),
+    shifts=st.lists(st.tuples(_shift, _shift), min_size=5, max_size=5),
+)
+def test_shadows_and_mixture_tiled_equal_whole(seed, hw, tile, radius, model, channels, shifts):
+    # the shadow test and the mixture are pointwise too: tiles hold the whole frame's labels and state
+    rng = np.random.default_rng(seed)
+    shape = (*hw, channels) if channels else hw
+    frames = [rng.normal(150, 6, shape) for _ in shifts]
+    for f in frames:  # a shadow (same colour, 0.6 as bright) and an object
+        y, x = rng.integers(0, hw[0]), rng.integers(0, hw[1])
+        f[y : y + 6, x : x + 6] *= 0.6
+        f[x % hw[0] : x % hw[0] + 4, y % hw[1] : y % hw[1] + 5] += rng.choice([-90, 90])
+    frames = [np.clip(f, 0, 255).astype(np.uint8) for f in frames]
+    options = BackgroundOptions(model=model, init_frames=2, cleanup_radius=radius, shadows=True,
+                                k=2, min_std=0.01, align=True)
+    tiles = plan_tiles(shape, tile, halo=options.halo)
+    whole = BackgroundModel(options=options)
+    models = [BackgroundModel(options=options, tile=t) for t in tiles]
+    for f, s in zip(frames, shifts):
+        ref = whole.update(f, shift=s, labels=True)[1]
+        out = np.zeros_like(ref)
+        for t, m in zip(tiles, models):
+            out[t.core_slices] = m.update(f, shift=s, labels=True)[1]
+        np.testing.assert_array_equal(out, ref)
