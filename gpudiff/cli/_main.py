@@ -194,7 +194,8 @@ def _background_options(args) -> dict | None:
     d = BackgroundOptions()
     return BackgroundOptions(k=args.bg_k, learning_rate=args.bg_learning_rate, min_std=args.bg_min_std,
                              init_frames=args.bg_init_frames, cleanup_radius=args.bg_cleanup,
-                             align=args.bg_align, color=d.color).to_dict()
+                             align=args.bg_align, color=d.color, model=args.bg_model,
+                             shadows=args.bg_shadows).to_dict()
 
 
 def _cmd_status(args) -> int:

@@ -191,6 +191,11 @@ def add_sequence_options(p: argparse.ArgumentParser) -> None:
                      help=f"opening+closing disk radius of the mask (default {bd.cleanup_radius}; 0 none)")
     seq.add_argument("--bg-align", action="store_true",
                      help="align each frame to the first before the model (camera jitter)")
+    seq.add_argument("--bg-model", choices=("gaussian", "mixture", "samples"), default=bd.model,
+                     help=f"per-pixel model: one running Gaussian, a mixture of Gaussians (moving backgrounds), "
+                     f"or ViBe-style samples (default {bd.model})")
+    seq.add_argument("--bg-shadows", action="store_true",
+                     help="cast shadows (darker, same colour) count as background, not foreground")
 
 
 # ----------------------------------------------------------------------------------------------

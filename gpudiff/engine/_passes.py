@@ -5,6 +5,7 @@ decision over the whole sequence). Each writes its columns into chunks already d
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import TYPE_CHECKING
 
@@ -116,8 +117,11 @@ def _bg_models(cfg: RunConfig, shape, opts, xp, saved_models) -> tuple[list, lis
 
     h, w = shape[:2]
     ntiles = max(1, min(cfg.workers or os.cpu_count() or 1, h // max(8, 2 * opts.halo + 1)))
+    if opts.model == "samples":  # its neighbour propagation crosses tile borders: one whole-frame model
+        ntiles = 1
     tiles = plan_tiles(shape, (-(-h // ntiles), w), halo=opts.halo)
-    models = [BackgroundModel(options=opts, tile=t, xp=xp) for t in tiles]
+    # a single whole-frame tile is the model without a tile (what "samples" accepts)
+    models = [BackgroundModel(options=opts, tile=t if len(tiles) > 1 else None, xp=xp) for t in tiles]
     if saved_models:
         for m, saved in zip(models, saved_models):
             _restore_model(m, saved, xp)
@@ -289,8 +293,9 @@ def _model_state(model) -> dict:
     for k, v in vars(model).items():
         if k in ("xp", "options", "tile"):
             continue
-        if k == "state" and v is not None:
-            v = {f: _backend.to_host(getattr(v, f)) for f in ("mean", "var", "count", "frames")}
+        if k == "state" and v is not None:  # BackgroundState, MixtureState or SampleState
+            v = {"type": type(v).__name__,
+                 **{f.name: _backend.to_host(getattr(v, f.name)) for f in dataclasses.fields(v)}}
         else:
             v = _backend.to_host(v)
         out[k] = v
@@ -298,12 +303,16 @@ def _model_state(model) -> dict:
 
 
 def _restore_model(model, saved: dict, xp) -> None:
-    from ..sequence._background import BackgroundState  # noqa: PLC0415
+    from ..sequence._background_mixture import MixtureState  # noqa: PLC0415
+    from ..sequence._background_model import BackgroundState  # noqa: PLC0415
+    from ..sequence._background_samples import SampleState  # noqa: PLC0415
 
+    kinds = {c.__name__: c for c in (BackgroundState, MixtureState, SampleState)}
     for k, v in saved.items():
         if k == "state" and v is not None:
-            v = BackgroundState(mean=xp.asarray(v["mean"]), var=xp.asarray(v["var"]), count=xp.asarray(v["count"]),
-                                frames=int(v["frames"]))
+            v = dict(v)
+            cls = kinds[v.pop("type", "BackgroundState")]  # files of earlier versions: the Gaussian's
+            v = cls(**{f: int(a) if f == "frames" else xp.asarray(a) for f, a in v.items()})
         elif isinstance(v, np.ndarray):
             v = xp.asarray(v)
         setattr(model, k, v)

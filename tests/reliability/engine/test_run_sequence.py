@@ -115,6 +115,54 @@ def test_background_maps_equal_a_whole_frame_loop(cdnet, tmp_path, align):
     assert 0.01 < frac[10:].mean() < 0.5  # cars on a road: some foreground, not everything
 
 
+@pytest.mark.parametrize("model", ["mixture", "samples"])
+def test_other_background_models_and_shadows_equal_a_whole_frame_loop(cdnet, tmp_path, model):
+    from gpudiff.sequence._background import BackgroundOptions
+
+    store = tmp_path / "b.zarr"
+    argv = ["run", str(cdnet), "--out", str(store), "--background", "--bg-model", model, "--bg-shadows",
+            "--save-maps", "foreground", "--metrics", "manhattan", "--backend", "numpy", "--no-progress",
+            "--chunk", "16", "--workers", "3"]
+    assert main(argv) == 0
+    s = ResultStore.open(store)
+    assert s.attrs["config"]["sequence"]["background_options"]["model"] == model
+    got = s._arrays["maps/foreground"][:]
+    src = open_source(str(cdnet))
+    frames = [src.read(i) for i in range(len(src))]
+    want = _plain_background(frames, BackgroundOptions(model=model, shadows=True))[1:]
+    np.testing.assert_array_equal(got, want)
+    assert 0.01 < got[10:].mean() < 0.5
+
+
+def test_a_mixture_run_killed_between_chunks_resumes_to_the_same_store(cdnet, tmp_path, monkeypatch):
+    from gpudiff.engine import _passes
+
+    argv = ["--background", "--bg-model", "mixture", "--save-maps", "foreground", "--metrics", "manhattan",
+            "--backend", "numpy", "--no-progress", "--chunk", "8"]
+    whole = tmp_path / "whole.zarr"
+    assert main(["run", str(cdnet), "--out", str(whole), *argv]) == 0
+    # stop the background pass after its second chunk (the models are saved after each chunk) ...
+    real_save = _passes._save_bg_state
+    calls = []
+
+    def save_then_stop(*a, **k):
+        real_save(*a, **k)
+        calls.append(1)
+        if len(calls) == 2:
+            _passes._STOP.set()
+
+    monkeypatch.setattr(_passes, "_save_bg_state", save_then_stop)
+    part = tmp_path / "part.zarr"
+    assert main(["run", str(cdnet), "--out", str(part), *argv]) == 75
+    monkeypatch.setattr(_passes, "_save_bg_state", real_save)
+    # ... and resume: the mixture's weights, means and variances come back from the state file
+    assert main(["run", str(cdnet), "--out", str(part), *argv]) == 0
+    a, b = ResultStore.open(whole), ResultStore.open(part)
+    np.testing.assert_array_equal(a._arrays["maps/foreground"][:], b._arrays["maps/foreground"][:])
+    np.testing.assert_array_equal(a.read(["foreground_fraction"])["foreground_fraction"],
+                                  b.read(["foreground_fraction"])["foreground_fraction"])
+
+
 def test_background_f_measure_on_cdnet_with_and_without_align(data_dir, tmp_path):
     """CDnet rules: 255 foreground; 0 and 50 background; 85, 170 and outside the ROI ignored."""
     base = data_dir / "cdnet2014-traffic-subset"
