@@ -228,8 +228,9 @@ def add_run_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--chunk", type=_positive_int, default=64,
                    help="items per task and store chunk (default 64: larger amortises store writes, "
                    "smaller loses less work to a kill)")
-    p.add_argument("--save-maps", default="", metavar="diff,flow,foreground",
-                   help="also store per-pixel maps: diff, flow (with --flow), foreground (with --background)")
+    p.add_argument("--save-maps", default="", metavar="diff,flow,foreground,labels",
+                   help="also store per-pixel maps: diff, flow (with --flow), foreground and labels (CDnet's "
+                   "0/50/170/255: background/shadow/unknown/foreground; with --background)")
     add_sequence_options(p)
     p.add_argument("--scheduler", default=None,
                    help="threads (default: local threads), local:N (N worker processes), cuda "

@@ -60,6 +60,7 @@ def background_pass(cfg: RunConfig, source, plan: Plan, store, chunks, *, backen
     tiles, models = _bg_models(cfg, shape, opts, xp, state["models"])
     reference = None if state["reference"] is None else _backend.to_device(state["reference"], xp)
     save_maps = "foreground" in cfg.save_maps
+    save_labels = "labels" in cfg.save_maps
 
     for c in range(start, plan.n_chunks):
         if _STOP.is_set():
@@ -71,14 +72,18 @@ def background_pass(cfg: RunConfig, source, plan: Plan, store, chunks, *, backen
         frames = _read_frames(source, idx, xp)
         if reference is None:
             reference = next((f for f in frames if f is not None), None)
-        masks, shifts, models = _foreground_masks(frames, reference, models, tiles, opts, xp, shape[:2])
+        masks, labels, shifts, models = _foreground_masks(frames, reference, models, tiles, opts, xp, shape[:2],
+                                                          labels=save_labels)
         missing = np.array([f is None for f in frames])
         if c == 0:
             masks, missing, shifts = masks[1:], missing[1:], shifts[1:]
+            labels = None if labels is None else labels[1:]
         masks, fractions = _foreground_fractions(masks, shifts, missing, opts, xp)
         cols = {"foreground_fraction": fractions}
         if save_maps:
             cols["maps/foreground"] = _backend.to_host(masks)  # sync
+        if labels is not None:
+            cols["maps/foreground_labels"] = _backend.to_host(_labels_in_frame(labels, shifts, opts, xp))  # sync
         store.write_columns(c, cols)
         _save_bg_state(state_path, c + 1, models, reference, opts)
         if progress is not None:
@@ -136,14 +141,16 @@ def _read_frames(source, idx, xp) -> list:
     return [None if f is None else _backend.to_device(f, xp) for f in frames]
 
 
-def _run_tile(model, frames, shifts):
+def _run_tile(model, frames, shifts, labels=False):
     # an unreadable frame (None) neither teaches the model nor gets a mask
-    return [None if f is None else model.update(f, shift=s) for f, s in zip(frames, shifts)], model
+    return [None if f is None else model.update(f, shift=s, labels=labels) for f, s in zip(frames, shifts)], model
 
 
-def _foreground_masks(frames, reference, models, tiles, opts, xp, hw) -> tuple:
-    """Every frame through every tile's model (one Dask task per tile), the tiles' masks stitched into
-    whole frames; returns (masks, each frame's shift to the reference or None, the models)."""
+def _foreground_masks(frames, reference, models, tiles, opts, xp, hw, *, labels=False) -> tuple:
+    """Every frame through every tile's model (one Dask task per tile), the tiles' masks (and label
+    maps) stitched into whole frames; returns (masks, label maps or None, each frame's shift to the
+    reference or None, the models). An unreadable frame's labels are all 170 (unknown)."""
+    from ..sequence._background_shadows import LABEL_UNKNOWN  # noqa: PLC0415
     import dask  # noqa: PLC0415
 
     from ..sequence._background import estimate_shift  # noqa: PLC0415
@@ -154,15 +161,29 @@ def _foreground_masks(frames, reference, models, tiles, opts, xp, hw) -> tuple:
                                 else None for f in frames], scheduler="threads")
     else:
         shifts = [None] * len(frames)
-    outs = dask.compute(*[dask.delayed(_run_tile)(m, frames, shifts) for m in models], scheduler="threads")
+    outs = dask.compute(*[dask.delayed(_run_tile)(m, frames, shifts, labels) for m in models], scheduler="threads")
     models = [m for _, m in outs]
     masks = xp.zeros((len(frames), h, w), dtype=bool)
-    for (tile_masks, _), tile in zip(outs, tiles):
+    label_maps = xp.full((len(frames), h, w), LABEL_UNKNOWN, dtype=xp.uint8) if labels else None
+    for (tile_out, _), tile in zip(outs, tiles):
         ys, xs = tile.core_slices
-        for j, mk in enumerate(tile_masks):
-            if mk is not None:
-                masks[j, ys, xs] = mk
-    return masks, shifts, models
+        for j, got in enumerate(tile_out):
+            if got is None:
+                continue
+            if labels:
+                masks[j, ys, xs], label_maps[j, ys, xs] = got
+            else:
+                masks[j, ys, xs] = got
+    return masks, label_maps, shifts, models
+
+
+def _labels_in_frame(labels, shifts, opts, xp):
+    """The label maps in frame coordinates (when aligned), 170 where the model does not cover."""
+    if not opts.align:
+        return labels
+    from ..sequence._background import labels_to_frame  # noqa: PLC0415
+
+    return xp.stack([lb if s is None else labels_to_frame(lb, s) for lb, s in zip(labels, shifts)])
 
 
 def _foreground_fractions(masks, shifts, missing, opts, xp) -> tuple:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # for the annotation only; the functions import the schema wh
 __all__ = ["RunConfig", "RunReport", "run", "MAP_KINDS"]
 
 #: Per-pixel maps a run can save (``--save-maps``).
-MAP_KINDS = ("diff", "flow", "foreground")
+MAP_KINDS = ("diff", "flow", "foreground", "labels")
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -77,6 +77,8 @@ class RunConfig:
             raise ConfigError("--save-maps flow needs --flow")
         if "foreground" in self.save_maps and not self.background:
             raise ConfigError("--save-maps foreground needs --background")
+        if "labels" in self.save_maps and not self.background:
+            raise ConfigError("--save-maps labels needs --background")
         if (self.flow or self.events or self.background) and self.pairs != "consecutive":
             raise ConfigError("--flow, --corrupt, --cuts and --background need --pairs consecutive (a sequence)")
         if self.flow:
@@ -135,6 +137,8 @@ def _fields(options: CompareOptions, cfg: RunConfig, source):
         out.append(Field("foreground_fraction", "float64"))
         if "foreground" in cfg.save_maps:
             out.append(map_field("foreground", tuple(shape[:2]), dtype="bool"))
+        if "labels" in cfg.save_maps:  # CDnet's values: 0 background, 50 shadow, 170 unknown, 255 foreground
+            out.append(map_field("foreground_labels", tuple(shape[:2]), dtype="uint8"))
     if cfg.events:
         out += [Field("corrupt", "int8"), Field("cut", "int8"), Field("corrupt_score", "float64"),
                 Field("cut_score", "float64"), Field("kl_prev", "float64")]
