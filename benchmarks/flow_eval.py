@@ -366,7 +366,7 @@ def case_table(data: Path, scales=None):
 def pyramid_levels(shape) -> int:
     """gpudiff's automatic level count (its private helper when it imports, else the same rule)."""
     try:
-        from gpudiff.sequence._flow import _pyramid_shapes
+        from gpudiff.sequence._pyramid import _pyramid_shapes
 
         return len(_pyramid_shapes(tuple(shape), None))
     except ImportError:

@@ -14,21 +14,15 @@ right by 3 pixels from ``reference`` to ``moving`` gives ``u = +3``. To store a 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
-from ..backend import get_namespace, ndimage, to_host
+from ..backend import get_namespace, to_host
 from ..errors import InputError
 from ._corners import track_corners  # re-exported: ``from gpudiff.sequence._flow import track_corners``
-from ._pyramid import (
-    _check_dtype,
-    _check_int,
-    _prepare_pair,
-    _pyramid,
-    _pyramid_shapes,
-    _upsample_flow,
-)
+from ._pyramid import _check_dtype, _check_int, coarse_to_fine
 
 __all__ = ["optical_flow_lk", "flow_magnitude_stats", "track_corners"]
 
@@ -178,28 +172,8 @@ def optical_flow_lk(
     num_warp = _check_int(num_warp, "num_warp", 1)
     if levels is not None:
         levels = _check_int(levels, "levels", 1)
-    xp = get_namespace(reference, moving)
-    ref, mov = _prepare_pair(reference, moving, xp, dt)
-    ndi = ndimage(xp)
-    shapes = _pyramid_shapes(ref.shape, levels)
-    ref_pyr = _pyramid(ref, shapes, ndi, xp)
-    mov_pyr = _pyramid(mov, shapes, ndi, xp)
-    flow = xp.zeros((2, *shapes[-1]), dtype=dt)
-    for level in range(len(shapes) - 1, -1, -1):
-        if flow.shape[1:] != shapes[level]:
-            flow = _upsample_flow(flow, shapes[level], xp)
-        flow = _ilk_level(
-            ref_pyr[level],
-            mov_pyr[level],
-            flow,
-            radius=radius,
-            num_warp=num_warp,
-            gaussian=gaussian,
-            prefilter=prefilter,
-            ndi=ndi,
-            xp=xp,
-        )
-    return flow
+    solve = functools.partial(_ilk_level, radius=radius, num_warp=num_warp, gaussian=gaussian, prefilter=prefilter)
+    return coarse_to_fine(reference, moving, levels=levels, dtype=dt, solve=solve)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from types import ModuleType
 
 import numpy as np
 
+from ..backend import get_namespace, ndimage
 from ..errors import ConfigError, InputError
 
 #: The pyramid halves the image per level (skimage's ``pyramid_reduce`` default) ...
@@ -130,3 +131,24 @@ def _upsample_flow(flow, shape, xp):
     out = flow[:, index[0][:, None], index[1][None, :]]
     ratio = xp.asarray([n_out / n_in for n_in, n_out in zip(flow.shape[1:], shape)], dtype=flow.dtype)
     return out * ratio[:, None, None]
+
+
+def coarse_to_fine(reference, moving, *, levels, dtype, solve):
+    """The dense flow from ``reference`` to ``moving`` by ``solve`` at each pyramid level, coarsest
+    first: each level starts from the coarser level's flow, upsampled (:func:`_upsample_flow`).
+
+    ``solve(reference_level, moving_level, flow, ndi=..., xp=...)`` returns the level's flow; the
+    images are validated and made grey ``dtype`` first (:func:`_prepare_pair`).
+    """
+    xp = get_namespace(reference, moving)
+    ref, mov = _prepare_pair(reference, moving, xp, dtype)
+    ndi = ndimage(xp)
+    shapes = _pyramid_shapes(ref.shape, levels)
+    ref_pyr = _pyramid(ref, shapes, ndi, xp)
+    mov_pyr = _pyramid(mov, shapes, ndi, xp)
+    flow = xp.zeros((2, *shapes[-1]), dtype=dtype)
+    for level in range(len(shapes) - 1, -1, -1):
+        if flow.shape[1:] != shapes[level]:
+            flow = _upsample_flow(flow, shapes[level], xp)
+        flow = solve(ref_pyr[level], mov_pyr[level], flow, ndi=ndi, xp=xp)
+    return flow

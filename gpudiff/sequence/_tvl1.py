@@ -16,13 +16,13 @@ Flow convention (scikit-image's ``optical_flow_tvl1``): ``flow = (v, u)``, row t
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
-from ..backend import get_namespace, ndimage
 from ..errors import ConfigError
-from ._pyramid import _check_dtype, _check_int, _prepare_pair, _pyramid, _pyramid_shapes, _upsample_flow
+from ._pyramid import _check_dtype, _check_int, coarse_to_fine
 
 __all__ = ["optical_flow_tvl1"]
 
@@ -376,27 +376,6 @@ def optical_flow_tvl1(
         raise ConfigError(f"prefilter={prefilter!r} must be True or False")
     if levels is not None:
         levels = _check_int(levels, "levels", 1)
-    xp = get_namespace(reference, moving)
-    ref, mov = _prepare_pair(reference, moving, xp, dt)
-    ndi = ndimage(xp)
-    shapes = _pyramid_shapes(ref.shape, levels)
-    ref_pyr = _pyramid(ref, shapes, ndi, xp)
-    mov_pyr = _pyramid(mov, shapes, ndi, xp)
-    flow = xp.zeros((2, *shapes[-1]), dtype=dt)
-    for level in range(len(shapes) - 1, -1, -1):
-        if flow.shape[1:] != shapes[level]:
-            flow = _upsample_flow(flow, shapes[level], xp)
-        flow = _tvl1_level(
-            ref_pyr[level],
-            mov_pyr[level],
-            flow,
-            attachment=attachment,
-            tightness=tightness,
-            num_warp=num_warp,
-            num_iter=num_iter,
-            tol=tol,
-            prefilter=prefilter,
-            ndi=ndi,
-            xp=xp,
-        )
-    return flow
+    solve = functools.partial(_tvl1_level, attachment=attachment, tightness=tightness, num_warp=num_warp,
+                              num_iter=num_iter, tol=tol, prefilter=prefilter)
+    return coarse_to_fine(reference, moving, levels=levels, dtype=dt, solve=solve)
