@@ -68,6 +68,26 @@ def data_dir() -> Path:
     return DATA
 
 
+@pytest.fixture(scope="session")
+def cdnet_traffic(data_dir):
+    """CDnet 2014 cameraJitter/traffic frames 950-1050 as RGB arrays, their ground truth (CDnet's
+    labels 0/50/85/170/255) and the ROI as a bool mask: ``(frames, gt, inside)``."""
+    import cv2
+
+    folder = data_dir / "cdnet2014-traffic-subset"
+    frames = [cv2.cvtColor(cv2.imread(str(folder / "input" / f"in{i:06d}.jpg")), cv2.COLOR_BGR2RGB)
+              for i in range(950, 1051)]
+    gt = np.stack([cv2.imread(str(folder / "groundtruth" / f"gt{i:06d}.png"), cv2.IMREAD_GRAYSCALE)
+                   for i in range(950, 1051)])
+    roi = cv2.imread(str(folder / "ROI.bmp"), cv2.IMREAD_GRAYSCALE)
+    if roi.shape == gt.shape[1:]:
+        inside = roi > 0
+    else:  # this subset's ROI.bmp has another width; it is usable only when it excludes nothing
+        assert (roi == 255).all(), f"ROI.bmp {roi.shape} does not match the frames {gt.shape[1:]}"
+        inside = np.ones(gt.shape[1:], dtype=bool)
+    return frames, gt, inside
+
+
 @pytest.fixture
 def cdnet_clip(data_dir, tmp_path):
     """``cdnet_clip(n)``: a folder of the first ``n`` real CDnet traffic frames (camera jitter)."""

@@ -31,7 +31,6 @@ from gpudiff.sequence._background import (
 )
 from gpudiff.errors import ConfigError, InputError  # noqa: E402
 
-CDNET = "cdnet2014-traffic-subset"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -39,19 +38,8 @@ CDNET = "cdnet2014-traffic-subset"
 
 
 @pytest.fixture(scope="module")
-def cdnet(data_dir):
-    folder = data_dir / CDNET
-    frames = [cv2.cvtColor(cv2.imread(str(folder / "input" / f"in{i:06d}.jpg")), cv2.COLOR_BGR2RGB)
-              for i in range(950, 1051)]
-    gt = np.stack([cv2.imread(str(folder / "groundtruth" / f"gt{i:06d}.png"), cv2.IMREAD_GRAYSCALE)
-                   for i in range(950, 1051)])
-    roi = cv2.imread(str(folder / "ROI.bmp"), cv2.IMREAD_GRAYSCALE)
-    if roi.shape == gt.shape[1:]:
-        inside = roi > 0
-    else:  # this subset's ROI.bmp has another width; it is usable only when it excludes nothing
-        assert (roi == 255).all(), f"ROI.bmp {roi.shape} does not match the frames {gt.shape[1:]}"
-        inside = np.ones(gt.shape[1:], dtype=bool)
-    return frames, gt, inside
+def cdnet(cdnet_traffic):
+    return cdnet_traffic  # (frames, gt, inside): tests/conftest.py
 
 
 def cdnet_scores(masks, gt, inside):

@@ -22,7 +22,6 @@ from gpudiff.sequence._background import (  # noqa: E402
     plan_tiles,
 )
 
-CDNET = "cdnet2014-traffic-subset"
 
 
 def test_mixture_by_hand(xp):
@@ -97,13 +96,8 @@ def test_multimodal_models_hold_a_flickering_background(flicker):
 
 
 @pytest.fixture(scope="module")
-def cdnet(data_dir):
-    folder = data_dir / CDNET
-    frames = [cv2.cvtColor(cv2.imread(str(folder / "input" / f"in{i:06d}.jpg")), cv2.COLOR_BGR2RGB)
-              for i in range(950, 1051)]
-    gt = np.stack([cv2.imread(str(folder / "groundtruth" / f"gt{i:06d}.png"), cv2.IMREAD_GRAYSCALE)
-                   for i in range(950, 1051)])
-    return frames, gt  # ROI.bmp excludes nothing here (see test_background.py)
+def cdnet(cdnet_traffic):
+    return cdnet_traffic[:2]  # (frames, gt); ROI.bmp excludes nothing here (tests/conftest.py)
 
 
 # Measured with the defaults on all 101 frames (numpy): mixture F = 0.796, samples F = 0.819

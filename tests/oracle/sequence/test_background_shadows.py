@@ -190,13 +190,8 @@ def test_cast_shadow_on_a_real_frame(data_dir):
 
 
 @pytest.fixture(scope="module")
-def cdnet(data_dir):
-    folder = data_dir / CDNET
-    frames = [cv2.cvtColor(cv2.imread(str(folder / "input" / f"in{i:06d}.jpg")), cv2.COLOR_BGR2RGB)
-              for i in range(950, 1051)]
-    gt = np.stack([cv2.imread(str(folder / "groundtruth" / f"gt{i:06d}.png"), cv2.IMREAD_GRAYSCALE)
-                   for i in range(950, 1051)])
-    return frames, gt  # ROI.bmp excludes nothing here (see test_background.py)
+def cdnet(cdnet_traffic):
+    return cdnet_traffic[:2]  # (frames, gt); ROI.bmp excludes nothing here (tests/conftest.py)
 
 
 # Measured (numpy, all 101 frames, default options): shadows off F = 0.789, 96.2 % of the CDnet
