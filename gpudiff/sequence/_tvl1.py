@@ -128,108 +128,134 @@ def _tvl1_level(
     dual variable is Chambolle's ``p`` itself (``|p| <= 1``), its update is
     ``p <- (p + grad s) / (1 + |grad s|)`` and ``s = s_aux + tau div p``, one multiplication per dual
     step fewer than in pixel units; the data step and the warp convert with ``tau / theta``."""
-    dtype = reference.dtype
-    shape = reference.shape
-    threshold = dtype.type(attachment * tightness)  # lambda * theta
-    to_s = dtype.type(_TAU / tightness)  # s = to_s * f
-    to_px = dtype.type(tightness / _TAU)  # f = to_px * s
-    tau = dtype.type(_TAU)
-
-    # Work arrays, allocated once per level; the loops below only write into them. The dual
-    # variable and the differences are laid out (axis, component, H, W), so that ``[1]`` (the column
-    # axis) of both components is one contiguous block whose flat view shifts by one column.
-    # Every buffer is C-ordered (the flat views below rely on it; the upsampled flow is not).
-    field = (2, *shape)
-    s = xp.empty(field, dtype=dtype)  # the flow in units of theta / tau (primal variable)
-    xp.multiply(flow, to_s, out=s)
-    s_aux = xp.empty(field, dtype=dtype)  # the auxiliary flow (data term), same units
-    previous = xp.empty(field, dtype=dtype)  # s before this warp (convergence test)
-    pair = xp.empty(field, dtype=dtype)  # scratch
-    grad = xp.empty(field, dtype=dtype)  # gradient of the warped moving image, then to_s times it
-    slope = xp.empty(field, dtype=dtype)  # grad / (to_s |grad|^2): d(rho / |grad|^2) / ds
-    dual = xp.zeros((2, 2, *shape), dtype=dtype)  # Chambolle's p: dual[a, k] for axis a, component k
-    diff = xp.zeros((2, 2, *shape), dtype=dtype)  # forward differences diff[a, k] of s
-    scale = xp.empty(field, dtype=dtype)  # 1 / (1 + |grad s_k|)
-    coords = xp.empty(field, dtype=dtype)
-    warped = xp.empty(shape, dtype=dtype)
-    inv_norm2 = xp.empty(shape, dtype=dtype)
-    step0 = xp.empty(shape, dtype=dtype)
-    step = xp.empty(shape, dtype=dtype)
-    rows = xp.arange(shape[0], dtype=dtype)[:, None]
-    cols = xp.arange(shape[1], dtype=dtype)[None, :]
-    limit = tol * shape[0] * shape[1] * float(to_s) ** 2  # sum of squared changes, in s units
-    # Flat views (one row of H*W per component): a shift by one element is a shift by one column; the
-    # element that wraps from a row's end to the next row's start is the last column, where the
-    # forward difference is set to 0 (and so the dual stays 0).
-    s_flat, aux_flat = s.reshape(2, -1), s_aux.reshape(2, -1)
-    diff_col_flat = diff[1].reshape(2, -1)
-    dual_col_flat = dual[1].reshape(2, -1)
-    pair_flat = pair.reshape(2, -1)
-    median = _Median3x3(shape, dtype, xp) if prefilter else None
-
+    level = _Level(reference, flow, attachment=attachment, tightness=tightness, tol=tol, prefilter=prefilter, xp=xp)
     for _ in range(num_warp):
-        xp.copyto(previous, s)
-        if prefilter:
-            median(s)  # the median commutes with the positive scaling
-        xp.multiply(s, to_px, out=coords)
-        coords[0] += rows
-        coords[1] += cols
-        ndi.map_coordinates(moving, coords, output=warped, order=1, mode="nearest")
-        _gradient(warped, grad, xp)
+        xp.copyto(level.previous, level.s)
+        level.linearise(moving, ndi)
+        for _ in range(num_iter):
+            level.data_step()
+            level.regularise()
+        if tol > 0 and level.converged():
+            break
+    level.s *= level.to_px
+    return level.s
+
+
+class _Level:
+    """The state of one pyramid level: work arrays allocated once, which the steps only write into.
+
+    The dual variable and the differences are laid out (axis, component, H, W), so that ``[1]`` (the
+    column axis) of both components is one contiguous block whose flat view shifts by one column.
+    Every buffer is C-ordered (the flat views rely on it; the upsampled flow is not)."""
+
+    def __init__(self, reference, flow, *, attachment, tightness, tol, prefilter, xp):
+        dtype = reference.dtype
+        shape = reference.shape
+        self.xp = xp
+        self.reference = reference
+        self.dtype = dtype
+        self.threshold = dtype.type(attachment * tightness)  # lambda * theta
+        self.to_s = dtype.type(_TAU / tightness)  # s = to_s * f
+        self.to_px = dtype.type(tightness / _TAU)  # f = to_px * s
+        self.tau = dtype.type(_TAU)
+        field = (2, *shape)
+        self.s = xp.empty(field, dtype=dtype)  # the flow in units of theta / tau (primal variable)
+        xp.multiply(flow, self.to_s, out=self.s)
+        self.s_aux = xp.empty(field, dtype=dtype)  # the auxiliary flow (data term), same units
+        self.previous = xp.empty(field, dtype=dtype)  # s before this warp (convergence test)
+        self.pair = xp.empty(field, dtype=dtype)  # scratch
+        self.grad = xp.empty(field, dtype=dtype)  # gradient of the warped moving image, then to_s times it
+        self.slope = xp.empty(field, dtype=dtype)  # grad / (to_s |grad|^2): d(rho / |grad|^2) / ds
+        self.dual = xp.zeros((2, 2, *shape), dtype=dtype)  # Chambolle's p: dual[a, k], axis a, component k
+        self.diff = xp.zeros((2, 2, *shape), dtype=dtype)  # forward differences diff[a, k] of s
+        self.scale = xp.empty(field, dtype=dtype)  # 1 / (1 + |grad s_k|)
+        self.coords = xp.empty(field, dtype=dtype)
+        self.warped = xp.empty(shape, dtype=dtype)
+        self.inv_norm2 = xp.empty(shape, dtype=dtype)
+        self.step0 = xp.empty(shape, dtype=dtype)
+        self.step = xp.empty(shape, dtype=dtype)
+        self.rows = xp.arange(shape[0], dtype=dtype)[:, None]
+        self.cols = xp.arange(shape[1], dtype=dtype)[None, :]
+        self.limit = tol * shape[0] * shape[1] * float(self.to_s) ** 2  # sum of squared changes, in s units
+        # Flat views (one row of H*W per component): a shift by one element is a shift by one column;
+        # the element that wraps from a row's end to the next row's start is the last column, where
+        # the forward difference is set to 0 (and so the dual stays 0).
+        self.s_flat, self.aux_flat = self.s.reshape(2, -1), self.s_aux.reshape(2, -1)
+        self.diff_col_flat = self.diff[1].reshape(2, -1)
+        self.dual_col_flat = self.dual[1].reshape(2, -1)
+        self.pair_flat = self.pair.reshape(2, -1)
+        self.median = _Median3x3(shape, dtype, xp) if prefilter else None
+
+    def linearise(self, moving, ndi):
+        """Warp ``moving`` by the current flow and linearise the residual around it:
+        ``rho / |grad|^2 = step0 + slope . s``."""
+        xp, dt = self.xp, self.dtype
+        s, pair, grad, slope, inv_norm2, step0 = self.s, self.pair, self.grad, self.slope, self.inv_norm2, self.step0
+        if self.median is not None:
+            self.median(s)  # the median commutes with the positive scaling
+        xp.multiply(s, self.to_px, out=self.coords)
+        self.coords[0] += self.rows
+        self.coords[1] += self.cols
+        ndi.map_coordinates(moving, self.coords, output=self.warped, order=1, mode="nearest")
+        _gradient(self.warped, grad, xp)
         # 1 / |grad I1w|^2, floored (flat regions: no data step)
         xp.multiply(grad, grad, out=pair)
         xp.add(pair[0], pair[1], out=inv_norm2)
-        xp.maximum(inv_norm2, dtype.type(_FLAT), out=inv_norm2)
-        xp.divide(dtype.type(1), inv_norm2, out=inv_norm2)
+        xp.maximum(inv_norm2, dt.type(_FLAT), out=inv_norm2)
+        xp.divide(dt.type(1), inv_norm2, out=inv_norm2)
         # The linearised residual rho(f) = I1w - I0 + grad . (f - f0) over |grad|^2, as a function
         # of s: rho / |grad|^2 = step0 + slope . s
         xp.multiply(grad, inv_norm2, out=slope)
-        slope *= to_px
+        slope *= self.to_px
         xp.multiply(slope, s, out=pair)
-        xp.subtract(warped, reference, out=step0)
+        xp.subtract(self.warped, self.reference, out=step0)
         step0 *= inv_norm2
         step0 -= pair[0]
         step0 -= pair[1]
-        grad *= to_s
+        grad *= self.to_s
 
-        for _ in range(num_iter):
-            # Data term: f_aux = f - clip(rho / |grad|^2, -lambda theta, lambda theta) * grad, the
-            # three-case thresholding of [1]_ in one expression.
-            xp.multiply(slope, s, out=pair)
-            xp.add(pair[0], pair[1], out=step)
-            step += step0
-            xp.clip(step, -threshold, threshold, out=step)
-            xp.multiply(grad, step, out=pair)
-            xp.subtract(s, pair, out=s_aux)
-            # Regularisation: Chambolle's projection per component, starting from s = s_aux.
-            src, src_flat = s_aux, aux_flat
-            for _ in range(_DUAL_STEPS):
-                xp.subtract(src[:, 1:, :], src[:, :-1, :], out=diff[0, :, :-1, :])
-                xp.subtract(src_flat[:, 1:], src_flat[:, :-1], out=diff_col_flat[:, :-1])
-                diff[1, :, :, -1] = 0
-                xp.multiply(diff[0], diff[0], out=scale)
-                xp.multiply(diff[1], diff[1], out=pair)
-                scale += pair
-                xp.sqrt(scale, out=scale)
-                scale += 1
-                xp.divide(dtype.type(1), scale, out=scale)
-                dual += diff
-                dual *= scale
-                # s = s_aux + tau * div(p), backward differences (the adjoint of the forward ones)
-                xp.add(dual[0], dual[1], out=pair)
-                pair[:, 1:, :] -= dual[0, :, :-1, :]
-                pair_flat[:, 1:] -= dual_col_flat[:, :-1]
-                pair *= tau
-                xp.add(s_aux, pair, out=s)
-                src, src_flat = s, s_flat
+    def data_step(self):
+        """Data term: f_aux = f - clip(rho / |grad|^2, -lambda theta, lambda theta) * grad, the
+        three-case thresholding of [1]_ in one expression."""
+        xp, pair, step = self.xp, self.pair, self.step
+        xp.multiply(self.slope, self.s, out=pair)
+        xp.add(pair[0], pair[1], out=step)
+        step += self.step0
+        xp.clip(step, -self.threshold, self.threshold, out=step)
+        xp.multiply(self.grad, step, out=pair)
+        xp.subtract(self.s, pair, out=self.s_aux)
 
-        if tol > 0:
-            xp.subtract(s, previous, out=pair)
-            pair *= pair
-            if float(pair.sum(dtype=xp.float64)) < limit:  # sync: one scalar per warp
-                break
-    s *= to_px
-    return s
+    def regularise(self):
+        """Regularisation: Chambolle's projection per component, starting from s = s_aux."""
+        xp, dt = self.xp, self.dtype
+        diff, dual, scale, pair = self.diff, self.dual, self.scale, self.pair
+        src, src_flat = self.s_aux, self.aux_flat
+        for _ in range(_DUAL_STEPS):
+            xp.subtract(src[:, 1:, :], src[:, :-1, :], out=diff[0, :, :-1, :])
+            xp.subtract(src_flat[:, 1:], src_flat[:, :-1], out=self.diff_col_flat[:, :-1])
+            diff[1, :, :, -1] = 0
+            xp.multiply(diff[0], diff[0], out=scale)
+            xp.multiply(diff[1], diff[1], out=pair)
+            scale += pair
+            xp.sqrt(scale, out=scale)
+            scale += 1
+            xp.divide(dt.type(1), scale, out=scale)
+            dual += diff
+            dual *= scale
+            # s = s_aux + tau * div(p), backward differences (the adjoint of the forward ones)
+            xp.add(dual[0], dual[1], out=pair)
+            pair[:, 1:, :] -= dual[0, :, :-1, :]
+            self.pair_flat[:, 1:] -= self.dual_col_flat[:, :-1]
+            pair *= self.tau
+            xp.add(self.s_aux, pair, out=self.s)
+            src, src_flat = self.s, self.s_flat
+
+    def converged(self) -> bool:
+        """True when this warp changed the flow by less than ``tol`` (mean squared, pixels)."""
+        xp, pair = self.xp, self.pair
+        xp.subtract(self.s, self.previous, out=pair)
+        pair *= pair
+        return float(pair.sum(dtype=xp.float64)) < self.limit  # sync: one scalar per warp
 
 
 def optical_flow_tvl1(
