@@ -98,12 +98,12 @@ def _empty_columns(store, n: int, names, options: CompareOptions, save_maps, seq
     if seq.get("flow"):
         columns["flow_mean"] = np.full(n, np.nan)
         columns["flow_p95"] = np.full(n, np.nan)
-        if seq.get("flow_check", False):
+        if seq["flow_check"]:
             columns["flow_valid"] = np.full(n, np.nan)
         if "flow" in save_maps:
             h, w = _frame_hw(store)
             maps["maps/flow"] = np.full((n, h, w, 2), np.nan, dtype=np.float32)
-            if seq.get("flow_check", False):
+            if seq["flow_check"]:
                 maps["maps/flow_valid"] = np.zeros((n, h, w), dtype=bool)
     return columns, maps
 
@@ -170,8 +170,8 @@ def _compare_item(compare, frames: _ChunkFrames, r: int, m: int, k: int, options
         dm = result.diff_map
         maps["maps/diff"][k, r0 : r0 + dm.shape[0], c0 : c0 + dm.shape[1]] = dm
     if seq.get("flow"):
-        _flow_item(a, b, k, columns, maps, method=seq.get("flow_method", "lk"), radius=seq.get("flow_radius", 7),
-                   check=seq.get("flow_check", False))
+        _flow_item(a, b, k, columns, maps, method=seq["flow_method"], radius=seq.get("flow_radius", 7),
+                   check=seq["flow_check"])
 
 
 def _item_error(exc: Exception) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 from .. import backend as _backend
 from ..errors import EXIT_FAILED_ITEMS, EXIT_INTERRUPTED, EXIT_OK, ConfigError
 from ..options import CompareOptions
+from ..sequence._motion import DEFAULT_FLOW_METHOD, FLOW_METHODS
 from ._execute import _execute
 from ._passes import background_pass, events_pass
 from ._plan import Plan, Shard, make_plan, shard_from_env
@@ -62,7 +63,7 @@ class RunConfig:
     background: bool = False
     flow_radius: int = 7
     #: Dense flow method (:data:`gpudiff.sequence.FLOW_METHODS`); ``flow_radius`` is ``lk``'s window.
-    flow_method: str = "tvl1"
+    flow_method: str = DEFAULT_FLOW_METHOD
     #: Trust only the pixels a backward flow confirms (:func:`gpudiff.sequence.flow_consistency`):
     #: ``flow_mean``/``flow_p95`` over them, their share in ``flow_valid``.
     flow_check: bool = True
@@ -82,8 +83,6 @@ class RunConfig:
         if (self.flow or self.events or self.background) and self.pairs != "consecutive":
             raise ConfigError("--flow, --corrupt, --cuts and --background need --pairs consecutive (a sequence)")
         if self.flow:
-            from ..sequence._motion import FLOW_METHODS  # noqa: PLC0415
-
             if self.flow_method not in FLOW_METHODS:
                 raise ConfigError(f"--flow {self.flow_method}: known methods are {', '.join(FLOW_METHODS)}")
         if self.workers is not None and self.workers < 1:

@@ -14,6 +14,7 @@ it. Written against ``xp`` like the methods; only the scalar statistics come bac
 
 from __future__ import annotations
 
+import inspect
 from importlib import import_module
 
 import numpy as np
@@ -31,9 +32,9 @@ _METHODS = {
 }
 FLOW_METHODS = tuple(_METHODS)
 #: What ``gpudiff run --flow`` uses when no method is named: TV-L1 had the lowest mean endpoint error
-#: of the methods over the 17 cases of ``benchmarks/flow_eval.py`` (5.29 px against lk's 6.46; the
-#: best on 8 cases, lk on 2; 0.1-0.6 px on large zooms, rotations and a textureless band, where lk
-#: reaches 13 px) at about twice lk's time (benchmarks/RESULTS.md, 2026-12-06).
+#: of the methods over the 17 cases of ``benchmarks/flow_eval.py`` (4.25 px; dis 4.89, lk 6.46; the
+#: lowest on 11 cases; 0.10-0.33 px on large zooms, rotations and a textureless band, where lk
+#: reaches 13 px) at 2.4 times lk's time (benchmarks/RESULTS.md, 2026-12-07).
 DEFAULT_FLOW_METHOD = "tvl1"
 
 #: Sundaram et al.'s constants: the tolerance grows with the motion (alpha), plus half a pixel
@@ -90,14 +91,12 @@ def optical_flow(reference, moving, *, method: str = DEFAULT_FLOW_METHOD, **para
         ``(v, u)`` on the input's namespace: ``reference[r, c] ~ moving[r + v, c + u]``.
     """
     fn = _method(method)
-    try:
-        return fn(reference, moving, **params)
-    except TypeError as exc:
-        if "unexpected keyword" not in str(exc):
-            raise
+    unknown = sorted(set(params) - set(inspect.signature(fn).parameters))
+    if unknown:
         raise ConfigError(
-            f"flow method {method!r} does not take {', '.join(sorted(params))}: see help(gpudiff.sequence.{fn.__name__})"
-        ) from None
+            f"flow method {method!r} does not take {', '.join(unknown)}: see help(gpudiff.sequence.{fn.__name__})"
+        )
+    return fn(reference, moving, **params)
 
 
 def flow_consistency(forward, backward, *, alpha: float = _FB_ALPHA, beta: float = _FB_BETA):
