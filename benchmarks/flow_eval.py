@@ -89,9 +89,8 @@ rounded to uint8 for OpenCV):
 
 * ``gpudiff lk``: ``gpudiff.sequence.optical_flow_lk(ref, mov)``, its defaults (radius 7, num_warp 10,
   automatic pyramid levels, box window, no prefilter, float32).
-* ``gpudiff tvl1``: ``gpudiff.sequence._tvl1.optical_flow_tvl1(ref, mov)``, its defaults (attachment
-  30, num_warp 10; scikit-image's are 15 and 5), when that module imports (otherwise the header says
-  "not available").
+* ``gpudiff tvl1``: ``gpudiff.sequence.optical_flow_tvl1(ref, mov)``, its defaults (attachment
+  30, num_warp 10; scikit-image's are 15 and 5).
 * ``gpudiff dis PRESET``: ``gpudiff.sequence.optical_flow_dis(ref, mov, preset=PRESET)`` for
   ultrafast, fast and medium (OpenCV's preset values).
 * ``skimage ilk``: ``skimage.registration.optical_flow_ilk(ref, mov, radius=7)`` (its defaults:
@@ -400,20 +399,13 @@ def dis(prev_u8, next_u8, preset):
     return run
 
 
-def load_gpudiff_tvl1():
-    try:
-        from gpudiff.sequence._tvl1 import optical_flow_tvl1
-    except Exception as exc:  # ImportError, or a module caught half-written
-        return None, f"not available ({type(exc).__name__}: {exc})"
-    return optical_flow_tvl1, "available"
-
-
-def methods_for(case: Case, xp, sync, tvl1):
+def methods_for(case: Case, xp, sync):
     """[(name, fn, in the summary)] for one case, all on the same images."""
     import cv2
     from skimage.registration import optical_flow_ilk, optical_flow_tvl1
 
     from gpudiff.sequence import optical_flow_dis, optical_flow_lk
+    from gpudiff.sequence import optical_flow_tvl1 as gpudiff_tvl1
 
     ref = (case.reference / 255.0).astype(np.float32)
     mov = (case.moving / 255.0).astype(np.float32)
@@ -431,8 +423,7 @@ def methods_for(case: Case, xp, sync, tvl1):
         return run
 
     rows = [("gpudiff lk", ours(optical_flow_lk), True)]
-    if tvl1 is not None:
-        rows.append(("gpudiff tvl1", ours(tvl1), True))
+    rows.append(("gpudiff tvl1", ours(gpudiff_tvl1), True))
     rows += [(f"gpudiff dis {p}", ours(optical_flow_dis, preset=p), True) for p in ("ultrafast", "fast", "medium")]
     if case.variants:
         rows += [
@@ -498,7 +489,7 @@ def timed(fn, repeats):
     return out, statistics.median(times)
 
 
-def header(args, tvl1_status):
+def header(args):
     import cv2
     import scipy
     import skimage
@@ -513,11 +504,10 @@ def header(args, tvl1_status):
         f"scikit-image {skimage.__version__}  opencv {cv2.__version__} ({cv2.getNumThreads()} threads)  "
         f"repeats {args.repeats} (median, after one warm-up)  baseline gpudiff {args.baseline}"
     )
-    print(f"# gpudiff tvl1 (gpudiff.sequence._tvl1.optical_flow_tvl1): {tvl1_status}")
 
 
-def run_case(case: Case, xp, sync, tvl1, args):
-    rows, n_levels = methods_for(case, xp, sync, tvl1)
+def run_case(case: Case, xp, sync, args):
+    rows, n_levels = methods_for(case, xp, sync)
     from gpudiff.backend import to_host
 
     tv = case.truth[:, case.valid]
@@ -625,18 +615,14 @@ def main(argv=None) -> int:
 
     xp = resolve_backend(args.backend)
     sync = (lambda: xp.cuda.get_current_stream().synchronize()) if xp is not np else (lambda: None)
-    tvl1, tvl1_status = load_gpudiff_tvl1()
-    if args.baseline == "tvl1" and tvl1 is None:
-        print("flow_eval.py: gpudiff tvl1 not available, baseline gpudiff lk", file=sys.stderr)
-        args.baseline = "lk"
-    header(args, tvl1_status)
+    header(args)
     print(f"# cases: {' '.join(names)}")
     t_start = time.perf_counter()
     all_results = []
     for name in names:
         case = table[name][0]()
         case.variants = name.startswith("motorcycle/")
-        results, base = run_case(case, xp, sync, tvl1, args)
+        results, base = run_case(case, xp, sync, args)
         all_results.append((name, results, base))
     print_summary(all_results, args.baseline)
     print(f"\n# total wall time {time.perf_counter() - t_start:.0f} s")
