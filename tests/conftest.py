@@ -88,6 +88,26 @@ def cdnet_traffic(data_dir):
     return frames, gt, inside
 
 
+@pytest.fixture(scope="session")
+def motorcycle_quarter(data_dir):
+    """The Middlebury 2014 Motorcycle stereo pair at 1/4 scale (benchmarks/flow_eval.py's scaling):
+    ``(left, right, disparity)``, the grey images (mean of B, G, R in float64) averaged over 4x4
+    blocks as float32 in [0, 255] (125x185), and the disparity / 4 (inf where unknown, or where a
+    block holds an unknown pixel). Reference = left, moving = right: the true flow is (0, -disparity)."""
+    import cv2
+
+    d = data_dir / "skimage-data"
+
+    def blocks(a, s=4):
+        h, w = (a.shape[0] // s) * s, (a.shape[1] // s) * s
+        return a[:h, :w].reshape(h // s, s, w // s, s).mean(axis=(1, 3))
+
+    grey = [cv2.imread(str(d / f"motorcycle_{side}.png"), cv2.IMREAD_COLOR).astype(np.float64).mean(axis=2)
+            for side in ("left", "right")]
+    disp = blocks(np.load(d / "motorcycle_disp.npz")["arr_0"].astype(np.float64)) / 4
+    return blocks(grey[0]).astype(np.float32), blocks(grey[1]).astype(np.float32), disp
+
+
 @pytest.fixture
 def cdnet_clip(data_dir, tmp_path):
     """``cdnet_clip(n)``: a folder of the first ``n`` real CDnet traffic frames (camera jitter)."""

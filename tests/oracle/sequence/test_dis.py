@@ -64,13 +64,11 @@ def camera(data_dir) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def motorcycle(data_dir):
-    """(left, right, truth, valid) at 1/4 scale (benchmarks/flow_eval.py's scaling): 125x185 grey in
-    [0, 1], truth (0, -disparity / 4) where the disparity is known and the match inside the frame."""
-    d = data_dir / "skimage-data"
-    left = (_blocks(_grey(d / "motorcycle_left.png"), 4) / 255.0).astype(np.float32)
-    right = (_blocks(_grey(d / "motorcycle_right.png"), 4) / 255.0).astype(np.float32)
-    disp = _blocks(np.load(d / "motorcycle_disp.npz")["arr_0"].astype(np.float64), 4) / 4
+def motorcycle(motorcycle_quarter):
+    """(left, right, truth, valid) at 1/4 scale: 125x185 grey in [0, 1], truth (0, -disparity / 4)
+    where the disparity is known and the match inside the frame."""
+    left, right, disp = motorcycle_quarter
+    left, right = left / np.float32(255), right / np.float32(255)
     known = np.isfinite(disp)
     truth = np.stack([np.zeros_like(disp), np.where(known, -disp, 0.0)])
     cols = np.arange(disp.shape[1])[None, :] + truth[1]

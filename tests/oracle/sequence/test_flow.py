@@ -59,12 +59,9 @@ def camera(data_dir) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def motorcycle(data_dir):
+def motorcycle(motorcycle_quarter):
     """(left, right, true_u, valid) at 1/4 scale: 185x125 grey in [0, 255], disparity / 4."""
-    d = data_dir / "skimage-data"
-    left = _blocks(_grey(d / "motorcycle_left.png"), 4).astype(np.float32)
-    right = _blocks(_grey(d / "motorcycle_right.png"), 4).astype(np.float32)
-    disp = _blocks(np.load(d / "motorcycle_disp.npz")["arr_0"].astype(np.float64), 4) / 4
+    left, right, disp = motorcycle_quarter
     valid = np.isfinite(disp)
     return left, right, np.where(valid, -disp, 0.0), valid
 

@@ -60,15 +60,11 @@ def _blocks(a: np.ndarray, s: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def motorcycle(data_dir):
-    """(left, right, true_u, valid) at 1/4 scale: 125x185 grey in [0, 1], disparity / 4
-    (benchmarks/flow_eval.py's scaling)."""
-    d = data_dir / "skimage-data"
-    left = (_blocks(_grey(d / "motorcycle_left.png"), 4) / 255.0).astype(np.float32)
-    right = (_blocks(_grey(d / "motorcycle_right.png"), 4) / 255.0).astype(np.float32)
-    disp = _blocks(np.load(d / "motorcycle_disp.npz")["arr_0"].astype(np.float64), 4) / 4
+def motorcycle(motorcycle_quarter):
+    """(left, right, true_u, valid) at 1/4 scale: 125x185 grey in [0, 1], disparity / 4."""
+    left, right, disp = motorcycle_quarter
     valid = np.isfinite(disp)
-    return left, right, np.where(valid, -disp, 0.0), valid
+    return left / np.float32(255), right / np.float32(255), np.where(valid, -disp, 0.0), valid
 
 
 @pytest.fixture(scope="module")
