@@ -122,10 +122,10 @@ def _bg_models(cfg: RunConfig, shape, opts, xp, saved_models) -> tuple[list, lis
 
     h, w = shape[:2]
     ntiles = max(1, min(cfg.workers or os.cpu_count() or 1, h // max(8, 2 * opts.halo + 1)))
-    if opts.model == "samples":  # its neighbour propagation crosses tile borders: one whole-frame model
+    if not opts.tileable:
         ntiles = 1
     tiles = plan_tiles(shape, (-(-h // ntiles), w), halo=opts.halo)
-    # a single whole-frame tile is the model without a tile (what "samples" accepts)
+    # a single whole-frame tile is the model without a tile (what an untileable model accepts)
     models = [BackgroundModel(options=opts, tile=t if len(tiles) > 1 else None, xp=xp) for t in tiles]
     if saved_models:
         for m, saved in zip(models, saved_models):

@@ -135,7 +135,7 @@ class BackgroundModel:
             raise ConfigError(f"options must be a BackgroundOptions, not {type(options).__name__}")
         if tile is not None and not isinstance(tile, Tile):
             raise ConfigError(f"tile must be a Tile (see plan_tiles), not {type(tile).__name__}")
-        if tile is not None and options.model == "samples":
+        if tile is not None and not options.tileable:
             raise ConfigError(
                 "model='samples' cannot run on tiles (its neighbour propagation crosses tile borders): "
                 "run it on whole frames, or use model='gaussian' or 'mixture'"

@@ -307,5 +307,11 @@ class BackgroundOptions:
         frame's: opening then closing with a radius-``r`` disk is four passes of reach ``r``."""
         return 4 * self.cleanup_radius
 
+    @property
+    def tileable(self) -> bool:
+        """Whether a model on a tile (with its halo) reports exactly the whole frame's mask there:
+        not for ``'samples'``, whose neighbour propagation crosses tile borders."""
+        return self.model != "samples"
+
     def to_dict(self) -> dict:
         return asdict(self)
