@@ -172,7 +172,8 @@ def add_sequence_options(p: argparse.ArgumentParser) -> None:
                      f"{'|'.join(FLOW_METHODS)} (default {DEFAULT_FLOW_METHOD})")
     seq.add_argument("--flow-radius", type=_positive_int, default=7, help="lk's window radius (default 7)")
     seq.add_argument("--no-flow-check", action="store_true",
-                     help="skip the forward-backward check (half the work; motion measured on every pixel)")
+                     help="skip the forward-backward check (one flow per pair instead of two; motion measured on "
+                     "every pixel)")
     seq.add_argument("--corrupt", action="store_true", help="flag corrupted frames (columns corrupt, corrupt_score)")
     seq.add_argument("--cuts", action="store_true", help="flag scene cuts (columns cut, cut_score)")
     seq.add_argument("--background", action="store_true",

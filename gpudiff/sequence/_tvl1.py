@@ -5,7 +5,8 @@ fine, follows motion far beyond a local window.
 Written once against the array namespace ``xp`` (NumPy or CuPy) like :mod:`._flow`, sharing its input
 checks and image pyramid (:mod:`._pyramid`); the warp goes through :func:`gpudiff.backend.ndimage`
 (``map_coordinates``), the optional 3x3 median prefilter is 18 elementwise minimum/maximum passes
-(equal to ``ndimage.median_filter``, about 10 times faster than SciPy's rank filter).
+(equal to ``ndimage.median_filter`` value for value; on a 2 x 500 x 741 float32 flow 2.3 ms against
+SciPy's 80 ms, NumPy on one core of the 2-core VM, 2026-12-07).
 Each level allocates its work arrays once and the iterations update them in place (``out=``), with
 the gradient and divergence taken by slicing, so the inner loop allocates nothing and never waits for
 the device; the convergence test (one scalar) runs once per warp.
