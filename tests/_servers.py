@@ -89,7 +89,10 @@ def new_bucket(options: dict, prefix: str = "gd") -> str:
 
     name = f"{prefix}-{uuid.uuid4().hex[:12]}"
     fs = s3fs.S3FileSystem(**options, skip_instance_cache=True)
-    fs.mkdir(name)
+    # not fs.mkdir: with region us-east-1 it sends that as a LocationConstraint, which S3 (and moto)
+    # refuse (us-east-1 is the default and must not be named)
+    fs.call_s3("create_bucket", Bucket=name)
+    fs.invalidate_cache()
     return name
 
 
@@ -101,17 +104,20 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
 
     server_version = "gpudiff-test/1"
     protocol_version = "HTTP/1.1"  # keep-alive, as real servers
+    disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms delayed-ACK stall
 
     def log_message(self, *args):  # quiet
         pass
 
     def _count(self, nbytes: int) -> None:
+        """One request, and the body bytes it sends (none for HEAD)."""
         srv = self.server
         with srv.lock:
             srv.requests += 1
-            srv.bytes_sent += nbytes
+            srv.bytes_sent += nbytes if self.command != "HEAD" else 0
 
     def send_head(self):  # noqa: C901 - the standard handler's shape, with ranges
+        self._remaining = None  # per request: a keep-alive connection serves many
         if self.server.latency_s:
             time.sleep(self.server.latency_s)
         path = self.translate_path(self.path)

@@ -8,7 +8,10 @@
 - ``_source``: the :class:`Source` interface and what the kinds share (budgets, fingerprint, sort);
 - one module per source kind: ``_folder`` (image folder or glob), ``_tiff`` (TIFF/OME-TIFF stack),
   ``_zarr`` (Zarr/OME-Zarr array), ``_video`` (PyAV), ``_gif``, ``_manifest`` (CSV of pairs);
-- ``_open``: :func:`open_source`, which tells the kinds apart and opens the right one.
+- ``_open``: :func:`open_source`, which tells the kinds apart and opens the right one;
+- ``_remote``: URLs (``s3://``, ``gs://``, ``http(s)://``) through fsspec: storage options, bounded
+  timeouts, one-line errors; a URL opens as a Zarr store (zarr's ``FsspecStore``), a folder or glob
+  of image objects (each fetched and decoded by the same readers), or a TIFF read by byte range.
 
 The readers know nothing of the maths, the store or the scheduler. The batch readers are imported
 on first use of one of their names (PEP 562), so ``import gpudiff`` (every CLI start, every Dask

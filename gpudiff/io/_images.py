@@ -39,6 +39,7 @@ What comes out (see :func:`validate_array` for arrays given directly):
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import struct
 
@@ -132,7 +133,25 @@ def read_image(path, *, page=0, max_pixels=DEFAULT_MAX_PIXELS):
     """
     page = _check_page(page)
     max_pixels = _check_max_pixels(max_pixels)
-    with _open_source(path, page) as src:
+    return _read_opened(_open_source(path, page), max_pixels)
+
+
+def _read_image_bytes(data: bytes, name: str, *, page=0, max_pixels=DEFAULT_MAX_PIXELS):
+    """:func:`read_image` of an image held in memory (an object fetched from a URL); ``name`` (the
+    URL) is what the messages name. The same checks, budget first, and the same readers."""
+    page = _check_page(page)
+    max_pixels = _check_max_pixels(max_pixels)
+    return _read_opened(_open_source(name, page, data=data), max_pixels)
+
+
+def _probe_image_bytes(data: bytes, name: str, *, page=0) -> ImageInfo:
+    """:func:`probe_image` of an image held in memory, named ``name`` in messages."""
+    with _open_source(name, _check_page(page), data=data) as src:
+        return src.info
+
+
+def _read_opened(opened, max_pixels):
+    with opened as src:
         _check_budget(src.info, max_pixels)
         with _pillow_guard(max_pixels):
             try:
@@ -169,22 +188,46 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
+def _in_memory_file(data: bytes, fmt: str, stack):
+    """A file object over ``data``: BytesIO, or an anonymous temporary file for the readers that
+    need a real file descriptor (the GIF block walker maps the file; raw PNM samples use fromfile)."""
+    if fmt not in ("GIF", "PNM"):
+        return io.BytesIO(data)
+    import tempfile  # noqa: PLC0415
+
+    fh = stack.enter_context(tempfile.TemporaryFile())
+    fh.write(data)
+    fh.seek(0)
+    return fh
+
+
 @contextlib.contextmanager
-def _open_source(path, page: int):
+def _open_source(path, page: int, data: bytes | None = None):
     path = os.fspath(path)
     if isinstance(path, bytes):
         path = os.fsdecode(path)
     with contextlib.ExitStack() as stack:
-        fh, size = _open_file(path)
-        stack.enter_context(fh)
-        try:
-            head = fh.read(_HEAD_BYTES)
-        except OSError as exc:
-            raise _cannot_read(path, exc, "check the file") from None
+        if data is None:
+            fh, size = _open_file(path)
+            stack.enter_context(fh)
+            try:
+                head = fh.read(_HEAD_BYTES)
+            except OSError as exc:
+                raise _cannot_read(path, exc, "check the file") from None
+        else:
+            size = len(data)
+            if size == 0:
+                raise InputError(
+                    f"{path} is empty (0 bytes): the object was not written completely; upload it again"
+                )
+            head = bytes(data[:_HEAD_BYTES])
         fmt = _sniff(head)
         if fmt is None:
             raise InputError(f"{path} is not an image gpudiff can read ({_FORMATS_TEXT})")
-        fh.seek(0)
+        if data is None:
+            fh.seek(0)
+        else:
+            fh = _in_memory_file(data, fmt, stack)
         # each format's reader is imported with its first file, so `import gpudiff` does not pay for it
         try:
             if fmt == "TIFF":

@@ -35,9 +35,13 @@ __all__ = [
     "parse_storage_options",
     "resolve_storage_options",
     "get_filesystem",
+    "filesystem_options",
     "remote_error",
     "redacted",
     "url_join",
+    "url_parent",
+    "is_transport_error",
+    "object_infos",
     "object_fingerprint",
 ]
 
@@ -138,6 +142,25 @@ def _missing_extra(spec: str, proto: str, package: str) -> InputError:
     return InputError(f"{spec}: reading {proto}:// needs {package}, which is not installed: pip install {extra}")
 
 
+def filesystem_options(spec: str, storage_options=None) -> dict:
+    """The keyword arguments fsspec gets for ``spec``: the protocol's options with gpudiff's limits.
+
+    What :func:`get_filesystem` passes to fsspec, and what a Zarr ``FsspecStore.from_url`` takes as
+    ``storage_options``. Raises the InputError naming ``gpudiff[remote]`` when the protocol's package
+    is not installed.
+    """
+    proto = protocol_of(spec)
+    if proto is None:
+        raise ValueError(f"{spec!r} is not a URL")
+    package = REMOTE_PROTOCOLS.get(proto)
+    if package:
+        try:
+            __import__(package)
+        except ImportError:
+            raise _missing_extra(spec, proto, package) from None
+    return _with_limits(proto, _for_protocol(proto, resolve_storage_options(storage_options)))
+
+
 def get_filesystem(spec: str, storage_options=None):
     """``(fs, path)`` for a URL: the fsspec filesystem with gpudiff's limits, and the path in it.
 
@@ -161,18 +184,13 @@ def get_filesystem(spec: str, storage_options=None):
         except (ValueError, ImportError):
             known = ", ".join(p for p in REMOTE_PROTOCOLS if p != "memory")
             raise InputError(f"{spec}: unknown protocol {proto}:// (gpudiff reads {known}, and local paths)") from None
-    package = REMOTE_PROTOCOLS.get(proto)
-    if package:
-        try:
-            __import__(package)
-        except ImportError:
-            raise _missing_extra(spec, proto, package) from None
-    options = _with_limits(proto, _for_protocol(proto, resolve_storage_options(storage_options)))
+    options = filesystem_options(spec, storage_options)
     try:
         fs, path = fsspec.core.url_to_fs(spec, **options)
     except TypeError as e:
         raise ConfigError(f"{spec}: storage options not taken by {proto}:// ({e}): check --storage-options") from None
     except ImportError as e:
+        package = REMOTE_PROTOCOLS.get(proto)
         raise _missing_extra(spec, proto, getattr(e, "name", None) or package or proto) from None
     return fs, path
 
@@ -245,12 +263,32 @@ def _first_line(exc) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
+_CLIENT_MODULES = (
+    "aiohttp", "botocore", "aiobotocore", "s3fs", "fsspec", "gcsfs", "google", "requests", "urllib3",
+)
+
+
+def is_transport_error(exc: BaseException) -> bool:
+    """True for what a storage client raises (OS and network errors, botocore/aiohttp errors), as
+    opposed to a decoder's complaint about the bytes it was given."""
+    if isinstance(exc, (OSError, ConnectionError, TimeoutError)):
+        return True
+    return any(type(e).__module__.split(".")[0] in _CLIENT_MODULES for e in type(exc).__mro__)
+
+
 def remote_error(spec: str, exc: BaseException, doing: str = "reading") -> InputError:
     """One line for what went wrong ``doing`` something with ``spec``, and the fix."""
     if isinstance(exc, InputError):
         return exc
     codes = _codes(exc)
     text = _chain_text(exc).lower()
+    refused = "connection refused" in text or "connect call failed" in text or "cannot connect" in text
+    if refused or "could not connect to the endpoint" in text or "endpointconnectionerror" in text:
+        # first: fsspec's HTTP filesystem reports a refused connection as FileNotFoundError
+        return InputError(
+            f"{spec}: cannot reach the endpoint while {doing} ({_first_line(exc)}): check endpoint_url "
+            "in --storage-options and that the server is up"
+        )
     if isinstance(exc, FileNotFoundError) or codes & {"NOSUCHKEY", "NOSUCHBUCKET", "404"} or "not found" in text:
         if "NOSUCHBUCKET" in codes or "nosuchbucket" in text or "bucket does not exist" in text:
             return InputError(f"{spec}: no such bucket while {doing}: check the URL (the bucket must exist)")
@@ -261,12 +299,6 @@ def remote_error(spec: str, exc: BaseException, doing: str = "reading") -> Input
         return InputError(
             f"{spec}: access denied while {doing}: check the credentials (AWS_ACCESS_KEY_ID / "
             "--storage-options key, secret) and the bucket policy"
-        )
-    refused = "connection refused" in text or "connect call failed" in text or "cannot connect" in text
-    if refused or "could not connect to the endpoint" in text or "endpointconnectionerror" in text:
-        return InputError(
-            f"{spec}: cannot reach the endpoint while {doing} ({_first_line(exc)}): check endpoint_url "
-            "in --storage-options and that the server is up"
         )
     if "timeout" in text or "timed out" in text:
         return InputError(
@@ -296,3 +328,33 @@ def object_fingerprint(info: dict) -> tuple:
         if v:
             return size, str(v.isoformat() if hasattr(v, "isoformat") else v)
     return size, None
+
+
+def object_infos(fs, paths) -> list:
+    """``fs.info`` of each path, concurrently where the filesystem is asynchronous (one HEAD per
+    object on HTTP); an exception in place of the info of an object that cannot be asked about."""
+    paths = list(paths)
+    if not paths:
+        return []
+    if getattr(fs, "async_impl", False) and not getattr(fs, "asynchronous", False):
+        import asyncio  # noqa: PLC0415
+
+        from fsspec.asyn import sync  # noqa: PLC0415
+
+        async def gather():
+            limit = asyncio.Semaphore(32)
+
+            async def one(p):
+                async with limit:
+                    return await fs._info(p)
+
+            return await asyncio.gather(*(one(p) for p in paths), return_exceptions=True)
+
+        return list(sync(fs.loop, gather))
+    out = []
+    for p in paths:
+        try:
+            out.append(fs.info(p))
+        except Exception as exc:  # noqa: BLE001 - returned, the caller decides
+            out.append(exc)
+    return out

@@ -104,7 +104,9 @@ class Source:
         """JSON-able identity of the input: kind, spec and the files' sizes and mtimes.
 
         Files are summarised as ``count`` and a ``sha256`` over the sorted (name, size,
-        mtime_ns) list; up to 64 files are also listed one by one.
+        mtime_ns) list; up to 64 files are also listed one by one. For objects at a URL the
+        ``mtime_ns`` entry holds the object's ETag (else its last-modified time) as a string, and
+        the spec is the URL without a trailing ``/``.
         """
         raise NotImplementedError
 
@@ -251,10 +253,13 @@ class _ImageFilesMixin:
     def _first_info(self):
         if self._probe is None:
             try:
-                self._probe = probe_image(self._first_file())
+                self._probe = self._probe_first()
             except InputError:
                 self._probe = False
         return self._probe or None
+
+    def _probe_first(self):
+        return probe_image(self._first_file())
 
     @property
     def frame_shape(self):
@@ -265,3 +270,47 @@ class _ImageFilesMixin:
     def dtype(self):
         info = self._first_info()
         return None if info is None else info.dtype
+
+
+# --------------------------------------------------------------------------------------------
+# sources in object stores and on web servers
+
+
+class _RemoteMixin:
+    """What a source read through fsspec keeps: its URL's storage options (pickled with it, in
+    memory, never shown) and the filesystem, rebuilt lazily in each process (``_fs`` is transient)."""
+
+    _fs = None
+    _storage_options: dict | None = None
+
+    def _filesystem(self, url: str):
+        """``(fs, path)`` for ``url`` with this source's storage options."""
+        from ._remote import get_filesystem  # noqa: PLC0415
+
+        fs = self._fs
+        if fs is None:
+            fs, _ = get_filesystem(url, self._storage_options)
+            self._fs = fs
+        return fs, fs._strip_protocol(url)
+
+    def _remote_entries(self, fs, urls, names, listed=None) -> list:
+        """(name, size, version) per object for :func:`_files_fingerprint`: the version is the ETag,
+        else the last-modified time (``object_fingerprint``); from a fresh listing where it has them
+        (``listed``: fs path -> info), else one ``fs.info`` per object (concurrent)."""
+        from ._remote import object_fingerprint, object_infos  # noqa: PLC0415
+
+        listed = listed or {}
+        infos = {}
+        for url in urls:
+            info = listed.get(fs._strip_protocol(url))
+            if info is not None and object_fingerprint(info)[1] is not None:
+                infos[url] = info
+        ask = [u for u in urls if u not in infos]
+        for url, info in zip(ask, object_infos(fs, ask)):
+            infos[url] = info if isinstance(info, dict) else {}
+        return [(name, *object_fingerprint(infos[url])) for name, url in zip(names, urls)]
+
+
+def _spec_of_url(url: str) -> str:
+    """The fingerprint's spec for a URL: as given, without a trailing ``/``."""
+    return url.rstrip("/") or url

@@ -1,9 +1,15 @@
 """A multi-page TIFF, OME-TIFF or ImageJ hyperstack (tifffile): frames are the planes of its
 first series, read on demand by page or by offset; truncation is reported, never hidden.
+
+A TIFF object (``s3://bucket/stack.tif``, ``https://host/stack.tif``) is read the same way by byte
+range, never whole: tifffile reads it through :class:`_ObjectReader` (headers through a small block
+cache, pixel data one ranged GET per page or strip), and contiguous planes are fetched by
+``fs.cat_file(start, end)``, which is thread-safe (no shared file position).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 import contextlib
 import logging
 import math
@@ -15,7 +21,22 @@ import numpy as np
 from ..errors import InputError
 from ._read_tiff import _TiffPlane, _tiff_chain_cut
 from ._readerrors import _first_line
-from ._source import Source, _check_budget, _files_fingerprint, _single_image, _stat_entry
+from ._remote import is_remote, is_transport_error, remote_error, resolve_storage_options
+from ._source import (
+    Source,
+    _RemoteMixin,
+    _check_budget,
+    _files_fingerprint,
+    _single_image,
+    _spec_of_url,
+    _stat_entry,
+)
+
+#: Reads of a remote TIFF shorter than this (tifffile's headers and tag values) go through a cache
+#: of blocks this size; longer ones (pixel data) are one ranged GET of exactly the bytes asked for.
+_REMOTE_BLOCK = 1 << 14
+#: Blocks the cache keeps (least recently used go first).
+_REMOTE_BLOCKS = 256
 from ._validate import validate_array
 
 
@@ -73,16 +94,90 @@ def _contiguous_offset(page, plane: _TiffPlane):
     return offsets[0]
 
 
-class TiffSource(Source):
+class _ObjectReader:
+    """A read-only seekable file over an object, for tifffile: short reads through an LRU cache of
+    ``_REMOTE_BLOCK``-byte blocks (a page's header and tags cost one small GET, shared with its
+    neighbours), long reads as one ranged GET of exactly their bytes (no read-ahead past a page's
+    data). Not thread-safe by itself: tifffile reads it under the source's lock."""
+
+    mode = "rb"
+
+    def __init__(self, fs, path: str, size: int, name: str):
+        self._fs, self._path, self._size, self.name = fs, path, int(size), name
+        self._pos = 0
+        self._blocks = OrderedDict()
+        self.closed = False
+
+    def seekable(self):
+        return True
+
+    def readable(self):
+        return True
+
+    def tell(self):
+        return self._pos
+
+    def seek(self, offset, whence=0):
+        base = {0: 0, 1: self._pos, 2: self._size}[whence]
+        self._pos = max(0, base + int(offset))
+        return self._pos
+
+    def read(self, n=-1):
+        start = self._pos
+        end = self._size if n is None or n < 0 else min(self._size, start + int(n))
+        if end <= start:
+            return b""
+        if end - start >= _REMOTE_BLOCK:
+            data = self._fs.cat_file(self._path, start=start, end=end)
+        else:
+            data = self._cached(start, end)
+        self._pos = start + len(data)
+        return data
+
+    def readinto(self, buffer):
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def _cached(self, start, end):
+        first, last = start // _REMOTE_BLOCK, (end - 1) // _REMOTE_BLOCK
+        missing = [b for b in range(first, last + 1) if b not in self._blocks]
+        if missing:
+            lo, hi = missing[0] * _REMOTE_BLOCK, min(self._size, (missing[-1] + 1) * _REMOTE_BLOCK)
+            data = self._fs.cat_file(self._path, start=lo, end=hi)
+            for b in missing:
+                self._blocks[b] = data[(b - missing[0]) * _REMOTE_BLOCK : (b - missing[0] + 1) * _REMOTE_BLOCK]
+        parts = []
+        for b in range(first, last + 1):
+            self._blocks.move_to_end(b)
+            parts.append(self._blocks[b])
+        while len(self._blocks) > _REMOTE_BLOCKS:
+            self._blocks.popitem(last=False)
+        joined = b"".join(parts)
+        offset = first * _REMOTE_BLOCK
+        return joined[start - offset : end - offset]
+
+    def close(self):
+        self._blocks.clear()
+        self.closed = True
+
+
+class TiffSource(_RemoteMixin, Source):
     """Planes of a multi-page TIFF / OME-TIFF / ImageJ hyperstack, read on demand."""
 
     kind = "tiff"
-    _TRANSIENT = ("_lock", "_tif", "_fd")
+    _TRANSIENT = ("_lock", "_tif", "_fd", "_fs", "_fh")
 
-    def __init__(self, path: str, *, max_pixels: int, page_budget=None):
+    def __init__(self, path: str, *, max_pixels: int, page_budget=None, storage_options=None, object_size=None):
         super().__init__(path, max_pixels=max_pixels)
         self.path = path
-        self._size = os.stat(path).st_size
+        if is_remote(path):
+            self._remote = True
+            self._storage_options = resolve_storage_options(storage_options)
+            self._size = self._object_size() if object_size is None else int(object_size)
+        else:
+            self._size = os.stat(path).st_size
         with self._lock:
             tif = self._open()
             with _quiet_tifffile():
@@ -94,14 +189,42 @@ class TiffSource(Source):
 
     # -- opening --------------------------------------------------------------------------
 
+    def _object_size(self) -> int:
+        """The object's size in bytes (what the truncation checks compare with)."""
+        fs, path = self._filesystem(self.path)
+        try:
+            size = fs.info(path).get("size")
+        except Exception as exc:
+            raise remote_error(self.path, exc, "opening") from None
+        if size is None:
+            raise InputError(
+                f"{self.path}: the server does not tell the object's size, which reading a TIFF by byte "
+                f"range needs: copy the file locally"
+            )
+        if int(size) == 0:
+            raise InputError(
+                f"{self.path} is empty (0 bytes): the object was not written completely; upload it again"
+            )
+        return int(size)
+
     def _open(self):
         if self._tif is None:
             import tifffile  # noqa: PLC0415
 
+            target = self.path
+            if self.__dict__.get("_remote"):
+                fs, path = self._filesystem(self.path)
+                name = self.path.rstrip("/").rsplit("/", 1)[-1]
+                self._fh = target = _ObjectReader(fs, path, self._size, name)
             try:
                 with _quiet_tifffile():
-                    self._tif = tifffile.TiffFile(self.path)
+                    if target is self.path:
+                        self._tif = tifffile.TiffFile(self.path)
+                    else:
+                        self._tif = tifffile.TiffFile(target, name=name)
             except Exception as exc:
+                if self._fh is not None and is_transport_error(exc) and not isinstance(exc, ValueError):
+                    raise remote_error(self.path, exc, "opening") from None
                 raise InputError(
                     f"{self.path} is truncated or corrupt (TIFF: {_first_line(exc)}): re-export or copy the file again"
                 ) from None
@@ -195,6 +318,9 @@ class TiffSource(Source):
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
             self.__dict__.pop("_series_pages", None)
 
     def _pages_of_series(self):
@@ -275,6 +401,8 @@ class TiffSource(Source):
         except (InputError, MemoryError):
             raise
         except Exception as exc:
+            if self.__dict__.get("_remote") and is_transport_error(exc) and not isinstance(exc, ValueError):
+                raise remote_error(label, exc, "reading") from None
             raise InputError(
                 f"{label} is truncated or corrupt (TIFF: {_first_line(exc)}): re-export or copy the file again"
             ) from None
@@ -287,6 +415,16 @@ class TiffSource(Source):
             raise self._missing(i)
         if start + plane.nbytes > self._size:
             raise self._missing(i, cut_short=True)
+        if self.__dict__.get("_remote"):  # one ranged GET, no shared file position: thread-safe
+            dtype = plane.dtype_in.newbyteorder(self._byteorder())
+            fs, path = self._filesystem(self.path)
+            try:
+                data = fs.cat_file(path, start=start, end=start + plane.nbytes)
+            except Exception as exc:
+                raise remote_error(self._label(i), exc, "reading") from None
+            if len(data) < plane.nbytes:
+                raise self._missing(i, cut_short=True)
+            return np.frombuffer(data, dtype=dtype).copy()
         if self._fd is None:
             with self._lock:
                 if self._fd is None:
@@ -341,4 +479,9 @@ class TiffSource(Source):
         return image, plane
 
     def fingerprint(self):
+        if self.__dict__.get("_remote"):
+            fs, _ = self._filesystem(self.path)
+            fs.invalidate_cache()
+            entries = self._remote_entries(fs, [self.path], [_spec_of_url(self.path)])
+            return {"kind": self.kind, "spec": _spec_of_url(self.spec), **_files_fingerprint(entries)}
         return {"kind": self.kind, "spec": self.spec, **_files_fingerprint([_stat_entry(self.path)])}

@@ -1,21 +1,40 @@
-"""A Zarr v2/v3 array or OME-Zarr image: frames along its frame axes, blocks cached per source."""
+"""A Zarr v2/v3 array or OME-Zarr image: frames along its frame axes, blocks cached per source.
+
+A store at a URL (``s3://bucket/plate.zarr``, ``https://host/image.ome.zarr``) is opened read-only
+through zarr's ``FsspecStore``; reading a block slice is one call whose chunk GETs zarr's
+asynchronous layer keeps in flight together.
+"""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 import math
 import os
+import threading
 
 import numpy as np
 
 from ..errors import InputError
 from ._readerrors import _first_line
+from ._remote import (
+    filesystem_options,
+    is_remote,
+    is_transport_error,
+    object_fingerprint,
+    object_infos,
+    remote_error,
+    resolve_storage_options,
+    url_join,
+    url_parent,
+)
 from ._source import (
     Source,
+    _RemoteMixin,
     _check_budget,
     _check_frame_budget,
     _files_fingerprint,
     _single_image,
+    _spec_of_url,
     _stat_entry,
 )
 from ._validate import _output_dtype, validate_array
@@ -30,8 +49,46 @@ _ZARR_BLOCK_BYTES = 64 << 20
 # Zarr (v2, v3, OME-Zarr)
 
 
+_ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
+#: What a remote store's fingerprint asks about object by object where its listing has no version.
+_ZARR_METADATA = frozenset({"zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata"})
+#: ... or every object, when the store holds no more than this many.
+_ZARR_ASK_ALL = 2048
+
+
 def _is_zarr_dir(path: str) -> bool:
-    return any(os.path.exists(os.path.join(path, n)) for n in ("zarr.json", ".zarray", ".zgroup"))
+    return any(os.path.exists(os.path.join(path, n)) for n in _ZARR_MARKERS)
+
+
+def _is_zarr_url(fs, url: str) -> bool:
+    """A URL is a Zarr store when ``zarr.json``, ``.zarray`` or ``.zgroup`` is under it (one small
+    request each, stopping at the first found)."""
+    for name in _ZARR_MARKERS:
+        try:
+            if fs.exists(fs._strip_protocol(url_join(url, name))):
+                return True
+        except Exception:  # noqa: BLE001 - unreachable or denied: reported by the caller's next step
+            return False
+    return False
+
+
+def _transport_failure(exc) -> bool:
+    """An error of the storage client (unreachable, denied), not zarr's word on the store's content."""
+    if type(exc).__module__.startswith(("zarr", "numcodecs")) or isinstance(exc, FileNotFoundError):
+        return False
+    return is_transport_error(exc)
+
+
+def _remote_store(url: str, storage_options):
+    """zarr's read-only FsspecStore at ``url``."""
+    from zarr.storage import FsspecStore  # noqa: PLC0415
+
+    try:
+        return FsspecStore.from_url(url, storage_options=filesystem_options(url, storage_options), read_only=True)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise remote_error(url, exc, "opening the Zarr store") from None
 
 
 def _ome_multiscales(attrs: dict):
@@ -41,24 +98,30 @@ def _ome_multiscales(attrs: dict):
     return ms if isinstance(ms, list) and ms else None
 
 
-class ZarrSource(Source):
+class ZarrSource(_RemoteMixin, Source):
     """Frames of a Zarr array (axis 0, or the OME axes), read by slicing."""
 
     kind = "zarr"
-    _TRANSIENT = ("_lock", "_array", "_cache")
+    _TRANSIENT = ("_lock", "_array", "_cache", "_fs", "_loading")
 
-    def __init__(self, path: str, *, component=None, max_pixels: int, page_budget=None):
+    def __init__(self, path: str, *, component=None, max_pixels: int, page_budget=None, storage_options=None):
         super().__init__(path, max_pixels=max_pixels)
         import zarr  # noqa: PLC0415
 
         self.path = path
         self.component = component
+        if is_remote(path):
+            self._remote = True
+            self._storage_options = resolve_storage_options(storage_options)
+        where = self._where(path)
         try:
-            node = zarr.open(path, mode="r", path=component) if component else zarr.open(path, mode="r")
+            node = zarr.open(where, mode="r", path=component) if component else zarr.open(where, mode="r")
         except Exception as exc:
+            if self.__dict__.get("_remote") and _transport_failure(exc):
+                raise remote_error(path, exc, "opening the Zarr store") from None
             if component:
                 try:
-                    root = zarr.open_group(path, mode="r")
+                    root = zarr.open_group(where, mode="r")
                     arrays = sorted(root.array_keys()) + sorted(f"{g}/" for g in root.group_keys())
                 except Exception:
                     arrays = None
@@ -122,23 +185,35 @@ class ZarrSource(Source):
         _check_frame_budget(self._name, self._n, page_budget)
         self._array = node
 
-    @staticmethod
-    def _parent_ome_axes(path: str, inner: str):
+    def _where(self, path: str):
+        """What zarr opens: the local path, or a read-only FsspecStore at the URL."""
+        return _remote_store(path, self._storage_options) if self.__dict__.get("_remote") else path
+
+    def _parent_ome_axes(self, path: str, inner: str):
         """OME axes of an array named inside an OME-Zarr image (``image.zarr/0``), else (None, None)."""
         import zarr  # noqa: PLC0415
 
-        full = os.path.normpath(os.path.join(path, inner)) if inner else os.path.normpath(path)
-        parent = os.path.dirname(full)
+        remote = bool(self.__dict__.get("_remote"))
+        if remote:  # posix path operations on the URL, existence asked of the store's filesystem
+            fs, _ = self._filesystem(path)
+            full = url_join(path, inner)
+            dirname, is_zarr = url_parent, lambda p: _is_zarr_url(fs, p)
+            relpath = lambda p, start: p[len(start.rstrip("/")) + 1 :]  # noqa: E731
+        else:
+            full = os.path.normpath(os.path.join(path, inner)) if inner else os.path.normpath(path)
+            dirname, is_zarr = os.path.dirname, _is_zarr_dir
+            relpath = lambda p, start: os.path.relpath(p, start).replace(os.sep, "/")  # noqa: E731
+        parent = dirname(full)
         for _ in range(3):
-            if not parent or not _is_zarr_dir(parent):
+            if not parent or parent.endswith("://") or not is_zarr(parent):
                 break
             try:
-                group = zarr.open_group(parent, mode="r")
+                group = zarr.open_group(self._where(parent), mode="r")
                 ms = _ome_multiscales(dict(group.attrs))
             except Exception:
                 ms = None
             if ms:
-                rel = os.path.relpath(full, parent).replace(os.sep, "/")
+                rel = relpath(full, parent)
                 if any(str(d.get("path")) == rel for d in ms[0].get("datasets") or []):
                     raw = ms[0].get("axes") or ["t", "c", "z", "y", "x"]
                     names = [str(a.get("name", "") if isinstance(a, dict) else a).lower() for a in raw]
@@ -193,7 +268,9 @@ class ZarrSource(Source):
             with self._lock:
                 if self._array is None:
                     try:
-                        self._array = zarr.open_array(self.path, mode="r", path=self._inner or "")
+                        self._array = zarr.open_array(self._where(self.path), mode="r", path=self._inner or "")
+                    except InputError:
+                        raise
                     except Exception as exc:
                         raise InputError(
                             f"{self._name} cannot be opened ({_first_line(exc)}): check the store"
@@ -222,26 +299,46 @@ class ZarrSource(Source):
         return dict(zip(self._frame_axes, (int(c) for c in np.unravel_index(i, sizes))))
 
     def _block(self, b: int):
-        """Frames ``b*chunk .. (b+1)*chunk`` along axis 0, decoded once and cached (or None)."""
-        if self._cache is None:
-            with self._lock:
-                if self._cache is None:
-                    self._cache = OrderedDict()
+        """Frames ``b*chunk .. (b+1)*chunk`` along axis 0, decoded once and cached (or None).
+
+        Threads reading ahead (``--prefetch``) ask for frames of one block at once: the first one
+        fetches it, the others wait for it instead of fetching the same chunks again.
+        """
         with self._lock:
+            if self._cache is None:
+                self._cache = OrderedDict()
+            if self._loading is None:
+                self._loading = {}
             block = self._cache.get(b)
             if block is not None:
                 self._cache.move_to_end(b)
                 return block
-        lo = b * self._chunk0
-        hi = min(lo + self._chunk0, self._shape[0])
-        block = np.asarray(self._node()[lo:hi])
-        with self._lock:
-            self._cache[b] = block
-            total = sum(v.nbytes for v in self._cache.values())
-            while total > _ZARR_CACHE_BYTES and len(self._cache) > 1:
-                _, old = self._cache.popitem(last=False)
-                total -= old.nbytes
-        return block
+            busy = self._loading.get(b)
+            if busy is None:
+                busy = self._loading[b] = threading.Event()
+                mine = True
+            else:
+                mine = False
+        if not mine:
+            busy.wait()
+            with self._lock:
+                block = self._cache.get(b)
+            return block if block is not None else self._block(b)  # the fetch failed or was evicted
+        try:
+            lo = b * self._chunk0
+            hi = min(lo + self._chunk0, self._shape[0])
+            block = np.asarray(self._node()[lo:hi])
+            with self._lock:
+                self._cache[b] = block
+                total = sum(v.nbytes for v in self._cache.values())
+                while total > _ZARR_CACHE_BYTES and len(self._cache) > 1:
+                    _, old = self._cache.popitem(last=False)
+                    total -= old.nbytes
+            return block
+        finally:
+            with self._lock:
+                self._loading.pop(b, None)
+            busy.set()
 
     def _read(self, i):
         coords = self._coords(i)
@@ -258,6 +355,8 @@ class ZarrSource(Source):
         except InputError:
             raise
         except Exception as exc:
+            if self.__dict__.get("_remote") and _transport_failure(exc):
+                raise remote_error(label, exc, "reading") from None
             raise InputError(
                 f"{label} cannot be read ({_first_line(exc)}): the store may be incomplete; write it again"
             ) from None
@@ -269,6 +368,8 @@ class ZarrSource(Source):
         return validate_array(frame, name=label)
 
     def fingerprint(self):
+        if self.__dict__.get("_remote"):
+            return self._remote_fingerprint()
         entries = []
         root = self.path
         for dirpath, dirnames, filenames in os.walk(root):
@@ -277,5 +378,42 @@ class ZarrSource(Source):
                 full = os.path.join(dirpath, f)
                 entries.append(_stat_entry(full, os.path.relpath(full, root)))
         out = {"kind": self.kind, "spec": self.spec, "component": self.component, "array": self._inner}
+        out.update(_files_fingerprint(entries))
+        return out
+
+    def _remote_fingerprint(self) -> dict:
+        """Every object under the store's URL (name, size, ETag) from one recursive listing; on a
+        web server, whose listing has no versions, each object is asked about (one HEAD each, in
+        flight together), only the metadata documents when the store has over 2048 objects; on a
+        web server without listings, the metadata documents of the store and of the array."""
+        fs, root = self._filesystem(self.path)
+        fs.invalidate_cache()
+        root = root.rstrip("/")
+        try:
+            found = fs.find(root, detail=True)
+        except Exception:  # noqa: BLE001 - no listing (a plain web server): the metadata below
+            found = {}
+        listed = {
+            p: info for p, info in found.items() if p.startswith(root + "/") and info.get("type") != "directory"
+        }
+        prefixes = ["", f"{self._inner}/"] if self._inner else [""]
+        for docs in (("zarr.json",), (".zarray", ".zattrs", ".zgroup", ".zmetadata")):  # v3, else v2
+            if listed:
+                break
+            candidates = [f"{pre}{m}" for pre in prefixes for m in docs]
+            infos = object_infos(fs, [fs._strip_protocol(url_join(self.path, c)) for c in candidates])
+            listed = {f"{root}/{c}": info for c, info in zip(candidates, infos) if isinstance(info, dict)}
+        names, urls, entries = [], [], []
+        for p, info in sorted(listed.items()):
+            rel = p[len(root) + 1 :]
+            unversioned = object_fingerprint(info)[1] is None
+            if unversioned and (len(listed) <= _ZARR_ASK_ALL or rel.rsplit("/", 1)[-1] in _ZARR_METADATA):
+                names.append(rel)
+                urls.append(url_join(self.path, rel))
+            else:
+                entries.append((rel, *object_fingerprint(info)))
+        entries += self._remote_entries(fs, urls, names)
+        out = {"kind": self.kind, "spec": _spec_of_url(self.spec), "component": self.component}
+        out["array"] = self._inner
         out.update(_files_fingerprint(entries))
         return out
