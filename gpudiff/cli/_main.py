@@ -123,6 +123,7 @@ def _cmd_run(args) -> int:
         save_maps=tuple(m for m in (args.save_maps or "").split(",") if m),
         scheduler=args.scheduler,
         workers=args.workers,
+        prefetch=args.prefetch,
         shard=parse_shard(args.shard) if args.shard else None,
         overwrite=args.overwrite,
         log_json=args.log_json,
@@ -135,6 +136,7 @@ def _cmd_run(args) -> int:
         background=args.background,
         background_options=_background_options(args),
         event_options=None,
+        storage_options=_storage_options(args),
     )
     report = run(cfg, options)
     items = report.done + report.failed + report.pending
@@ -142,7 +144,8 @@ def _cmd_run(args) -> int:
         print(json.dumps({"event": "summary", "items": items, "done": report.done, "failed": report.failed,
                           "pending": report.pending, "elapsed_s": round(report.elapsed_s, 3),
                           "exit_code": report.exit_code, "store": args.out,
-                          "findings": _run_findings(args.out, raw=True)}), file=sys.stderr)
+                          "findings": _run_findings(args.out, raw=True, storage_options=cfg.storage_options)}),
+              file=sys.stderr)
     else:
         print(f"gpudiff run: {items} items: {report.done} done, {report.failed} failed, {report.pending} "
               f"pending ({_n(report.chunks_run, 'chunk')} run, {report.chunks_skipped} already done) in "
@@ -152,7 +155,7 @@ def _cmd_run(args) -> int:
             print(f"gpudiff run: {warm}", file=sys.stderr)
         if report.bins_note:
             print(f"gpudiff run: {report.bins_note}", file=sys.stderr)
-        found = _run_findings(args.out)
+        found = _run_findings(args.out, storage_options=cfg.storage_options)
         if found:
             print(f"gpudiff run: found {found}", file=sys.stderr)
         for item, err in report.failures[:5]:
@@ -175,12 +178,32 @@ def _warm_note(report) -> str:
             "(kernel compilation on first use: gpudiff warmup does it once ahead)")
 
 
-def _run_findings(out, raw: bool = False):
+def _storage_options(args) -> dict | None:
+    """``--storage-options`` as a dict (a one-line ConfigError for bad JSON), or None (then
+    ``GPUDIFF_STORAGE_OPTIONS`` is read where a URL is opened)."""
+    text = getattr(args, "storage_options", None)
+    if text is None:
+        return None
+    from ..io._remote import resolve_storage_options  # noqa: PLC0415
+
+    return resolve_storage_options(text)
+
+
+def _open_result_store(path, args):
+    """``gpudiff status|export``'s store: a path, or a URL with ``--storage-options``."""
+    from ..engine._store import ResultStore  # noqa: PLC0415
+
+    opts = _storage_options(args)
+    return ResultStore.open(path) if opts is None else ResultStore.open(path, storage_options=opts)
+
+
+def _run_findings(out, raw: bool = False, storage_options=None):
     """The store's findings as one line (or the dict, ``raw``); empty when the store cannot say."""
     from ..engine._store import ResultStore  # noqa: PLC0415
 
     try:
-        found = ResultStore.open(out).findings()
+        kw = {} if storage_options is None else {"storage_options": storage_options}
+        found = ResultStore.open(out, **kw).findings()
     except Exception:  # noqa: BLE001 - a summary line must never turn a finished run into a failure
         found = {}
     return found if raw else format_findings(found)
@@ -199,9 +222,7 @@ def _background_options(args) -> dict | None:
 
 
 def _cmd_status(args) -> int:
-    from ..engine._store import ResultStore  # noqa: PLC0415
-
-    store = ResultStore.open(args.store)
+    store = _open_result_store(args.store, args)
     summary = store.summary()
     if args.json:
         print(json.dumps(summary, default=str))
@@ -251,9 +272,8 @@ def _format_status(path, s: dict) -> str:
 
 def _cmd_export(args) -> int:
     from ..engine._export import export_csv, export_parquet  # noqa: PLC0415
-    from ..engine._store import ResultStore  # noqa: PLC0415
 
-    store = ResultStore.open(args.store)
+    store = _open_result_store(args.store, args)
     if args.format == "parquet":
         if not args.output:
             raise ConfigError("--format parquet writes a file: add -o results.parquet")
@@ -313,7 +333,8 @@ def _cmd_dedup(args) -> int:
 
     report = run_dedup(args.source, options=options, out=args.out, keep_dir=args.keep_dir, link=args.link,
                        overwrite=args.overwrite, component=args.component, chunk=args.chunk,
-                       workers=args.workers, on_decision=show)
+                       workers=args.workers, on_decision=show,
+                       **({} if args.storage_options is None else {"storage_options": _storage_options(args)}))
     print(f"gpudiff dedup: {report.frames} frames: {report.kept} kept, {report.dropped} dropped, "
           f"{report.failed} failed ({options.describe()}) in {report.elapsed_s:.1f} s"
           + (f"; store {args.out}" if args.out else "") + (f"; kept frames in {args.keep_dir}" if args.keep_dir else ""),

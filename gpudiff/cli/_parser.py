@@ -19,6 +19,7 @@ __all__ = [
     "add_compare_options",
     "add_dedup_options",
     "add_sequence_options",
+    "add_storage_options",
     "add_compare_parser",
     "add_run_parser",
     "add_dedup_parser",
@@ -54,6 +55,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _prefetch_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= 256:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of frames from 0 to 256")
+    return n
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(float(text)) if "e" in text.lower() else int(text)
@@ -64,6 +75,15 @@ def _positive_int(text: str) -> int:
 
 # ----------------------------------------------------------------------------------------------
 # option groups, shared by several subcommands
+
+
+def add_storage_options(p: argparse.ArgumentParser) -> None:
+    """``--storage-options JSON``: the filesystem options of s3:// (gs://, http(s)://) sources and stores."""
+    p.add_argument("--storage-options", default=None, metavar="JSON",
+                   help="for s3://, gs://, http(s):// sources and stores: a JSON object of fsspec options "
+                   "(endpoint_url, key, secret, ..., flat or keyed by protocol); default: env "
+                   "GPUDIFF_STORAGE_OPTIONS, then the client's own (AWS_*, ~/.aws). Credentials are used in "
+                   "memory only: never stored in the result store, never printed")
 
 
 def add_compare_options(p: argparse.ArgumentParser) -> None:
@@ -222,7 +242,8 @@ def add_run_parser(sub) -> argparse.ArgumentParser:
                        "a video or a CSV pair manifest -> a resumable Zarr result store. Exit codes: 0 done, "
                        "1 finished with failed items, 2 usage/input error, 75 interrupted (rerun to resume).")
     p.add_argument("source", help="folder, glob, .tif stack, .zarr array, video, or manifest.csv")
-    p.add_argument("--out", required=True, metavar="STORE.zarr", help="the result store (created or resumed)")
+    p.add_argument("--out", required=True, metavar="STORE.zarr",
+                   help="the result store (created or resumed): a folder, or a URL such as s3://bucket/results.zarr")
     p.add_argument("--component", default=None, help="array path inside a Zarr store")
     p.add_argument("--pairs", choices=("consecutive", "first"), default="consecutive",
                    help="consecutive: frame t-1 with t (default); first: every frame with frame 0")
@@ -237,9 +258,13 @@ def add_run_parser(sub) -> argparse.ArgumentParser:
                    help="threads (default: local threads), local:N (N worker processes), cuda "
                    "(dask-cuda, a worker per GPU), or tcp://host:port of a running scheduler")
     p.add_argument("--workers", type=_positive_int, default=None, help="threads of the local scheduler")
+    p.add_argument("--prefetch", type=_prefetch_count, default=None, metavar="N",
+                   help="frames each task reads ahead, N requests in flight (default: 8 for s3://, gs://, "
+                   "http(s):// sources, whose latency it hides; 0 for local files)")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="do part I of N (default: SLURM_ARRAY_TASK_ID/COUNT when set)")
     p.add_argument("--overwrite", action="store_true", help="delete an existing store and start again")
+    add_storage_options(p)
     p.add_argument("--log-json", action="store_true", help="progress and summary as JSON lines on stderr")
     p.add_argument("--no-progress", action="store_true", help="plain periodic lines even on a terminal")
     add_compare_options(p)
@@ -259,6 +284,7 @@ def add_dedup_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--chunk", type=_positive_int, default=64, help="frames per store chunk")
     p.add_argument("--workers", type=_positive_int, default=None, help="parallel tasks (default: CPU count)")
     p.add_argument("--overwrite", action="store_true", help="delete an existing store and start again")
+    add_storage_options(p)
     add_dedup_options(p)
     return p
 
@@ -281,18 +307,20 @@ def add_watch_parser(sub) -> argparse.ArgumentParser:
 def add_status_parser(sub) -> argparse.ArgumentParser:
     """``gpudiff status STORE``: done / failed / pending of a result store."""
     p = sub.add_parser("status", help="done / failed / pending of a result store, and what failed")
-    p.add_argument("store", help="a result store (results.zarr) made by gpudiff run")
+    p.add_argument("store", help="a result store (results.zarr, or its s3:// URL) made by gpudiff run")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    add_storage_options(p)
     return p
 
 
 def add_export_parser(sub) -> argparse.ArgumentParser:
     """``gpudiff export STORE``: one row per item as CSV or Parquet."""
     p = sub.add_parser("export", help="one row per item as CSV (stdout) or Parquet")
-    p.add_argument("store", help="a result store (results.zarr) made by gpudiff run")
+    p.add_argument("store", help="a result store (results.zarr, or its s3:// URL) made by gpudiff run")
     p.add_argument("--format", choices=("csv", "parquet"), default="csv",
                    help="csv (to stdout or -o FILE) or parquet (needs -o FILE and pyarrow)")
-    p.add_argument("-o", "--output", default=None, help="output file (CSV default: stdout)")
+    p.add_argument("-o", "--output", default=None, help="output file, local (CSV default: stdout)")
+    add_storage_options(p)
     return p
 
 

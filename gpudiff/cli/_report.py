@@ -9,8 +9,11 @@ from ..report import DEFAULT_MAX_POINTS, DEFAULT_TOP, build_report
 
 
 def _cmd_report(args) -> int:
+    from ._main import _storage_options  # noqa: PLC0415
+
+    opts = _storage_options(args)
     r = build_report(args.store, html=args.html, png_dir=args.png, top=args.top, max_points=args.max_points,
-                     rank_by=args.rank_by)
+                     rank_by=args.rank_by, **({} if opts is None else {"storage_options": opts}))
     wrote = []
     if r.html:
         wrote.append(f"{r.html} ({r.page_bytes / 1e6:.2f} MB)")
@@ -38,7 +41,7 @@ def register_cli(subparsers):
         "being written); the source only for thumbnails. Exit codes: 0 written, 2 bad input (not a store, a "
         "store from a newer gpudiff, an empty store) or options.",
     )
-    p.add_argument("store", help="the result store (results.zarr)")
+    p.add_argument("store", help="the result store (results.zarr, or its s3:// URL)")
     p.add_argument("--html", metavar="FILE", default=None, help="write the page to FILE (e.g. report.html)")
     p.add_argument("--png", metavar="DIR", default=None, help="write the figures as PNG files into DIR")
     p.add_argument("--top", type=int, default=DEFAULT_TOP, metavar="N",
@@ -48,5 +51,8 @@ def register_cli(subparsers):
                    f"(default {DEFAULT_MAX_POINTS})")
     p.add_argument("--rank-by", default=None, metavar="METRIC",
                    help="metric ordering the thumbnail tables (default: change, mse, ... whichever is present)")
+    from ._parser import add_storage_options  # noqa: PLC0415
+
+    add_storage_options(p)
     p.set_defaults(func=_cmd_report)
     return p

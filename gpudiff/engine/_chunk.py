@@ -31,10 +31,12 @@ class ChunkResult:
     seconds: float = 0.0
 
 
-def process_chunk(source, c: int, start: int, refs, movs, options: CompareOptions, out: str, save_maps=(),
-                  stop: threading.Event | None = None, seq: dict | None = None) -> ChunkResult:
+def process_chunk(source, c: int, start: int, refs, movs, options: CompareOptions, out, save_maps=(),
+                  stop: threading.Event | None = None, seq: dict | None = None, prefetch: int = 0) -> ChunkResult:
     """Compare every item of chunk ``c`` (items ``start, start+1, ...`` pairing frames ``refs[k]``
-    and ``movs[k]``) and write the chunk to the store, status last."""
+    and ``movs[k]``) and write the chunk to the store ``out`` (a path, or a remote store's
+    :class:`~gpudiff.engine._store.StoreRef`), status last; ``prefetch`` frames are read
+    ahead on as many threads (see :class:`_ChunkFrames`)."""
     from ..pair._compare import _compare_arrays  # noqa: PLC0415
     from ._schema import metric_columns  # noqa: PLC0415
 
@@ -55,7 +57,7 @@ def process_chunk(source, c: int, start: int, refs, movs, options: CompareOption
     errors = [""] * n
 
     xp = _backend.resolve_backend(options.backend)
-    frames = _ChunkFrames(source, xp, refs.tolist(), movs.tolist())
+    frames = _ChunkFrames(source, xp, refs.tolist(), movs.tolist(), prefetch=prefetch)
 
     from ..pair._sums_numba import serial_kernels  # noqa: PLC0415
 
@@ -63,23 +65,26 @@ def process_chunk(source, c: int, start: int, refs, movs, options: CompareOption
     # its own thread, with no lock and no second pool of threads competing for the cores.
     cpu_serial = serial_kernels() if not _backend.is_cupy(xp) else contextlib.nullcontext()
     ticker = _Ticker(c)
-    with _backend.device_stream(xp), cpu_serial:  # a stream per task: tasks on other threads overlap
-        for k, (r, m) in enumerate(zip(refs.tolist(), movs.tolist())):
-            if stop.is_set():
-                res.abandoned = True  # nothing of this chunk is written: it stays pending
-                return res
-            try:
-                _compare_item(_compare_arrays, frames, r, m, k, options, xp, names, columns, maps, seq)
-                status[k] = 1
-                res.done += 1
-            except Exception as exc:  # a bug must not lose the batch: record it, continue
-                status[k] = 2
-                errors[k] = _item_error(exc)
-                res.failed += 1
-            if errors[k]:
-                res.failures.append((int(start + k), errors[k]))
-            ticker.item(status[k] == 1)
-            frames.release(k, r, m)
+    try:
+        with _backend.device_stream(xp), cpu_serial:  # a stream per task: tasks on other threads overlap
+            for k, (r, m) in enumerate(zip(refs.tolist(), movs.tolist())):
+                if stop.is_set():
+                    res.abandoned = True  # nothing of this chunk is written: it stays pending
+                    return res
+                try:
+                    _compare_item(_compare_arrays, frames, r, m, k, options, xp, names, columns, maps, seq)
+                    status[k] = 1
+                    res.done += 1
+                except Exception as exc:  # a bug must not lose the batch: record it, continue
+                    status[k] = 2
+                    errors[k] = _item_error(exc)
+                    res.failed += 1
+                if errors[k]:
+                    res.failures.append((int(start + k), errors[k]))
+                ticker.item(status[k] == 1)
+                frames.release(k, r, m)
+    finally:
+        frames.close()
     columns.update(maps)
     store.write_chunk(c, columns, status, errors)
     res.seconds = time.perf_counter() - t0
@@ -111,9 +116,14 @@ def _empty_columns(store, n: int, names, options: CompareOptions, save_maps, seq
 class _ChunkFrames:
     """The frames of one chunk's items, on the device: each read (and moved there) once, and dropped
     (with its memoised histogram) after the last item of the chunk that uses it. A frame that cannot
-    be read raises its error for every item that uses it."""
+    be read raises its error for every item that uses it.
 
-    def __init__(self, source, xp, refs: list, movs: list):
+    With ``prefetch`` N > 0, up to N frames are read ahead on N threads, in the order the items use
+    them, so a high-latency store (an object store: tens of ms per request) has N requests in
+    flight while the frames before are compared. Host memory: at most N frames beyond the ones in use.
+    """
+
+    def __init__(self, source, xp, refs: list, movs: list, prefetch: int = 0):
         from ..pair._compare import HistogramMemo  # noqa: PLC0415
 
         self.source = source
@@ -121,15 +131,43 @@ class _ChunkFrames:
         self.cache: dict[int, object] = {}
         self.memo = HistogramMemo()  # a frame shared by two pairs has its histogram counted once
         self.last_use = {}
+        order = {}
         for k, (r, m) in enumerate(zip(refs, movs)):
+            order.setdefault(r, None)
+            order.setdefault(m, None)
             self.last_use[r] = k
             self.last_use[m] = k
+        self._order = list(order)  # distinct frames, by first use
+        self._next = 0
+        self._ahead: dict = {}
+        self._depth = max(0, int(prefetch or 0))
+        self._pool = None
+        if self._depth and len(self._order) > 1:
+            from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+            self._pool = ThreadPoolExecutor(min(self._depth, len(self._order)), thread_name_prefix="gpudiff-read")
+            self._fill()
+
+    def _fill(self) -> None:
+        """Keep ``prefetch`` reads in flight ahead of the frame in use."""
+        while self._pool is not None and self._next < len(self._order) and len(self._ahead) < self._depth:
+            i = self._order[self._next]
+            self._next += 1
+            if i not in self.cache and i not in self._ahead:
+                self._ahead[i] = self._pool.submit(self.source.read, i)
+
+    def _read(self, i):
+        fut = self._ahead.pop(i, None)
+        try:
+            return fut.result() if fut is not None else self.source.read(i)
+        finally:
+            self._fill()
 
     def get(self, i):
         cache = self.cache
         if i not in cache:
             try:
-                cache[i] = _backend.to_device(self.source.read(i), self.xp)  # each frame crosses to the device once
+                cache[i] = _backend.to_device(self._read(i), self.xp)  # each frame crosses to the device once
             except GpudiffError as exc:
                 cache[i] = exc
             except Exception as exc:  # a decoder's own exception: fail the items, keep going
@@ -145,6 +183,13 @@ class _ChunkFrames:
             if self.last_use.get(i) == k:
                 self.cache.pop(i, None)
                 self.memo.forget(i)
+
+    def close(self) -> None:
+        """Stop reading ahead (a stopped chunk): queued reads are cancelled, running ones finish."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        self._ahead.clear()
 
 
 def _compare_item(compare, frames: _ChunkFrames, r: int, m: int, k: int, options: CompareOptions, xp, names,
@@ -211,25 +256,46 @@ _STORES: dict = {}
 _STORES_LOCK = threading.Lock()
 
 
-def _open_store(out: str):
+def _open_store(out):
     """The store, opened once per process (a worker runs many chunks of the same run).
 
-    Keyed by path and creation time, so a store that was overwritten is opened afresh.
+    ``out`` is a local path, or a :class:`~gpudiff.engine._store.StoreRef` (a remote store's URL
+    and storage options; a bare URL takes ``GPUDIFF_STORAGE_OPTIONS``). Keyed by path (URL) and
+    creation stamp, so a store that was overwritten is opened afresh.
     """
-    from ._store import ResultStore  # noqa: PLC0415
+    from ..io._remote import is_remote  # noqa: PLC0415
+    from ._store import ResultStore, StoreRef  # noqa: PLC0415
 
-    key = os.path.abspath(out)
-    created = _created_stamp(key)
+    if isinstance(out, str) and is_remote(out):
+        out = StoreRef(out.rstrip("/"), None)
+    if isinstance(out, StoreRef):
+        key = out.url
+        created = _created_stamp(out)
+    else:
+        key = os.path.abspath(out)
+        created = _created_stamp(key)
     with _STORES_LOCK:
         hit = _STORES.get(key)
         if hit is not None and hit[0] == created:
             return hit[1]
-        store = ResultStore.open(out, mode="r+")
+        store = out.open("r+") if isinstance(out, StoreRef) else ResultStore.open(out, mode="r+")
         _STORES[key] = (created, store)
         return store
 
 
-def _created_stamp(path: str):
+def _created_stamp(path):
+    """What changes when the store is made anew: the root ``zarr.json``'s mtime, or for a remote
+    store (a StoreRef) its ETag (else LastModified)."""
+    if not isinstance(path, str):
+        from ..io._remote import get_filesystem, object_fingerprint  # noqa: PLC0415
+
+        try:
+            fs, root = get_filesystem(path.url, path._storage_options)
+            key = f"{root.rstrip('/')}/zarr.json"
+            fs.invalidate_cache(key)
+            return object_fingerprint(fs.info(key))
+        except Exception:  # noqa: BLE001 (the open that follows says what is wrong)
+            return None
     try:
         return os.stat(os.path.join(path, "zarr.json")).st_mtime_ns
     except OSError:

@@ -28,11 +28,13 @@ def _execute(cfg: RunConfig, source, plan: Plan, chunks, options, progress) -> l
     # The source is one node of the graph (shipped to each worker once, not with every task); each
     # task carries only its own items.
     src = dask.delayed(source, name=f"gpudiff-source-{os.getpid()}-{id(source)}", traverse=False)
+    out = _store_out(cfg)
     tasks = []
     for c in chunks:
         s = plan.chunk_slice(c)
         tasks.append(dask.delayed(_task, pure=False)(src, c, s.start, plan.reference[s], plan.moving[s],
-                                                     options, cfg.out, cfg.save_maps, _seq(cfg)))
+                                                     options, out, cfg.save_maps, _seq(cfg),
+                                                     _prefetch(cfg)))
     old = _install_stop_handlers()
     try:
         sched = (cfg.scheduler or "threads").strip()
@@ -52,14 +54,41 @@ def _execute(cfg: RunConfig, source, plan: Plan, chunks, options, progress) -> l
         _restore_handlers(old)
 
 
+def _store_out(cfg: RunConfig):
+    """The store as the tasks get it: its path, or for a URL a StoreRef carrying the storage options
+    (in memory, pickled to workers: never printed)."""
+    from ..io._remote import is_remote, resolve_storage_options  # noqa: PLC0415
+
+    if not is_remote(cfg.out):
+        return cfg.out
+    from ._store import StoreRef  # noqa: PLC0415
+
+    return StoreRef(cfg.out.rstrip("/"), resolve_storage_options(getattr(cfg, "storage_options", None)))
+
+
 def _seq(cfg: RunConfig) -> dict:
     return {"flow": cfg.flow, "flow_radius": cfg.flow_radius, "flow_method": cfg.flow_method,
             "flow_check": cfg.flow_check, "events": cfg.events, "event_options": cfg.event_options}
 
 
-def _task(source, c, start, refs, movs, options, out, save_maps, seq=None):
+#: Frames read ahead per chunk task from an object store or web server (``--prefetch``'s default
+#: there): enough requests in flight to hide tens of ms of latency per request.
+REMOTE_PREFETCH = 8
+
+
+def _prefetch(cfg: RunConfig) -> int:
+    """``--prefetch``, or its default: REMOTE_PREFETCH for a URL source, 0 (read in turn) for local
+    files, whose reads are not latency-bound and whose threads would compete with Dask's."""
+    if cfg.prefetch is not None:
+        return cfg.prefetch
+    from ..io._remote import is_remote  # noqa: PLC0415
+
+    return REMOTE_PREFETCH if is_remote(cfg.source) else 0
+
+
+def _task(source, c, start, refs, movs, options, out, save_maps, seq=None, prefetch=0):
     """The Dask task: the module-level stop event is per process (a worker's is never set)."""
-    return process_chunk(source, c, start, refs, movs, options, out, save_maps, seq=seq)
+    return process_chunk(source, c, start, refs, movs, options, out, save_maps, seq=seq, prefetch=prefetch)
 
 
 def _execute_distributed(sched: str, cfg: RunConfig, tasks, progress) -> list[ChunkResult]:

@@ -26,8 +26,10 @@ __all__ = ["background_pass", "events_pass"]
 # background subtraction: in time order (the model carries through time), tiled in space
 
 
-def _bg_state_path(out: str) -> str:
-    return os.path.join(out, "background_state.pkl")
+#: The background pass's resume state, a file beside the arrays (``ResultStore.read_aux``).
+_BG_STATE = "background_state.pkl"
+#: The marker the corrupt/cuts pass leaves when it is complete.
+_EVENTS_DONE = "events_done.json"
 
 
 def background_pass(cfg: RunConfig, source, plan: Plan, store, chunks, *, backend=None, progress=None) -> int:
@@ -47,8 +49,7 @@ def background_pass(cfg: RunConfig, source, plan: Plan, store, chunks, *, backen
         return plan.n_items  # a shard cannot run the model alone
     opts = BackgroundOptions(**(cfg.background_options or {}))
     xp = _backend.resolve_backend(backend)
-    state_path = _bg_state_path(cfg.out)
-    state = _load_bg_state(state_path, opts)
+    state = _load_bg_state(store, opts)
     start = int(state["next_chunk"])
     if start >= plan.n_chunks:
         return 0
@@ -85,34 +86,32 @@ def background_pass(cfg: RunConfig, source, plan: Plan, store, chunks, *, backen
         if labels is not None:
             cols["maps/foreground_labels"] = _backend.to_host(_labels_in_frame(labels, shifts, opts, xp))  # sync
         store.write_columns(c, cols)
-        _save_bg_state(state_path, c + 1, models, reference, opts)
+        _save_bg_state(store, c + 1, models, reference, opts)
         if progress is not None:
             progress.advance(len(idx), failed=int(missing.sum()))
     return 0
 
 
-def _load_bg_state(state_path: str, opts) -> dict:
-    """The saved state of an earlier run with the same options, or a fresh one."""
+def _load_bg_state(store, opts) -> dict:
+    """The saved state of an earlier run with the same options (in the store), or a fresh one."""
     import pickle  # noqa: PLC0415
 
     state = {"next_chunk": 0, "models": None, "reference": None, "options": opts.to_dict()}
-    if os.path.exists(state_path):
-        with open(state_path, "rb") as f:
-            saved = pickle.load(f)
+    raw = store.read_aux(_BG_STATE)
+    if raw is not None:
+        saved = pickle.loads(raw)
         if saved.get("options") == opts.to_dict():
             state = saved
     return state
 
 
-def _save_bg_state(state_path: str, next_chunk: int, models, reference, opts) -> None:
-    """Save the models and the reference frame with the next chunk to do (atomically)."""
+def _save_bg_state(store, next_chunk: int, models, reference, opts) -> None:
+    """Save the models and the reference frame with the next chunk to do (atomically: a temporary
+    renamed into place, or one PUT on an object store)."""
     import pickle  # noqa: PLC0415
 
-    tmp = f"{state_path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        pickle.dump({"next_chunk": next_chunk, "models": [_model_state(m) for m in models],
-                     "reference": _backend.to_host(reference), "options": opts.to_dict()}, f)
-    os.replace(tmp, state_path)
+    store.write_aux(_BG_STATE, pickle.dumps({"next_chunk": next_chunk, "models": [_model_state(m) for m in models],
+                                             "reference": _backend.to_host(reference), "options": opts.to_dict()}))
 
 
 def _bg_models(cfg: RunConfig, shape, opts, xp, saved_models) -> tuple[list, list]:
@@ -259,8 +258,7 @@ def events_pass(cfg: RunConfig, source, plan: Plan, store, chunks, *, backend=No
     if sorted(chunks) != list(range(plan.n_chunks)):
         return plan.n_items  # the decision needs the whole sequence: a run without --shard completes it
     opts = EventOptions(**(cfg.event_options or {}))
-    marker = os.path.join(cfg.out, "events_done.json")
-    if os.path.exists(marker):
+    if store.read_aux(_EVENTS_DONE) is not None:
         if progress is not None:
             progress.advance(len(source))  # done by an earlier run
         return 0
@@ -292,11 +290,8 @@ def events_pass(cfg: RunConfig, source, plan: Plan, store, chunks, *, backend=No
             "cut_score": np.asarray(ev["cut_score"], dtype=np.float64)[fr],
             "kl_prev": np.asarray(ev["kl_prev"], dtype=np.float64)[fr],
         })
-    tmp = f"{marker}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        _json.dump({"done": True, "frame0_corrupt": bool(np.asarray(ev["corrupt"])[0]),
-                    "options": opts.to_dict() if hasattr(opts, "to_dict") else None}, f)
-    os.replace(tmp, marker)
+    store.write_aux(_EVENTS_DONE, _json.dumps({"done": True, "frame0_corrupt": bool(np.asarray(ev["corrupt"])[0]),
+                                               "options": opts.to_dict() if hasattr(opts, "to_dict") else None}).encode())
     return 0
 
 

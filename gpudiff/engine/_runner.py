@@ -69,6 +69,12 @@ class RunConfig:
     flow_check: bool = True
     event_options: dict | None = None
     background_options: dict | None = None
+    #: Options of the filesystem of a URL source or store (``--storage-options``: endpoint,
+    #: credentials...); None: ``GPUDIFF_STORAGE_OPTIONS``, then the client's own configuration. Never
+    #: part of the store's key or attributes, never shown (``repr`` leaves it out).
+    storage_options: dict | None = field(default=None, repr=False, compare=False)
+    #: Frames each chunk task reads ahead on as many threads (None: 8 for a URL source, else 0).
+    prefetch: int | None = None
 
     def __post_init__(self):
         bad = sorted(set(self.save_maps) - set(MAP_KINDS))
@@ -85,6 +91,9 @@ class RunConfig:
         if self.flow:
             if self.flow_method not in FLOW_METHODS:
                 raise ConfigError(f"--flow {self.flow_method}: known methods are {', '.join(FLOW_METHODS)}")
+        if self.prefetch is not None and (isinstance(self.prefetch, bool) or not isinstance(self.prefetch, int)
+                                          or not 0 <= self.prefetch <= 256):
+            raise ConfigError(f"--prefetch {self.prefetch}: give a whole number of frames from 0 to 256")
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"--workers {self.workers} must be >= 1")
 
@@ -251,11 +260,13 @@ def run(cfg: RunConfig, options: CompareOptions, *, stream=None) -> RunReport:
     found before starting raise (the CLI's exit code 2).
     """
     from ..io import open_source  # noqa: PLC0415
+    from ..io._remote import is_remote  # noqa: PLC0415
     from ._store import ResultStore  # noqa: PLC0415
 
     t0 = time.monotonic()
     stream = stream or sys.stderr
-    source = open_source(cfg.source, component=cfg.component, max_pixels=options.max_pixels)
+    source = open_source(cfg.source, component=cfg.component, max_pixels=options.max_pixels,
+                         **_source_storage_options(cfg, open_source))
     _check_sequence_length(cfg, len(source))
     plan = make_plan(len(source), pairs=cfg.pairs, explicit=source.pairs(), chunk=cfg.chunk)
     options, bins_note = _resolve_bins_range(options, source)
@@ -264,7 +275,8 @@ def run(cfg: RunConfig, options: CompareOptions, *, stream=None) -> RunReport:
     config = _run_config_key(options, cfg, source, plan, fields)
     store = ResultStore.create_or_open(cfg.out, n_items=plan.n_items, chunk=plan.chunk, fields=fields,
                                        attrs=attrs, config=config, overwrite=cfg.overwrite,
-                                       initial=_initial_columns(source, plan, fields))
+                                       initial=_initial_columns(source, plan, fields),
+                                       **({"storage_options": cfg.storage_options} if is_remote(cfg.out) else {}))
     shard = cfg.shard or shard_from_env()
     mine = plan.shard_chunks(shard)
     pending = store.pending_chunks(mine)
@@ -286,6 +298,20 @@ def run(cfg: RunConfig, options: CompareOptions, *, stream=None) -> RunReport:
     _tally(report, cfg, plan, store, mine, results, bg_pending)
     report.elapsed_s = time.monotonic() - t0
     return report
+
+
+def _source_storage_options(cfg: RunConfig, open_source) -> dict:
+    """``storage_options=`` for open_source when there are any and it takes them (it reads
+    ``GPUDIFF_STORAGE_OPTIONS`` itself otherwise)."""
+    if cfg.storage_options is None:
+        return {}
+    import inspect  # noqa: PLC0415
+
+    try:
+        takes = "storage_options" in inspect.signature(open_source).parameters
+    except (TypeError, ValueError):
+        takes = False
+    return {"storage_options": cfg.storage_options} if takes else {}
 
 
 def _check_sequence_length(cfg: RunConfig, n_frames: int) -> None:

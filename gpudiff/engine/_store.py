@@ -36,7 +36,39 @@ Safety, in the order things happen:
 * **Disk full.** ``ENOSPC`` (or a quota) while writing chunk ``c`` raises
   :class:`~gpudiff.errors.InputError`; the chunk's status is not set, finished chunks stay valid.
 
-Only local (POSIX or shared) filesystem paths are supported: the creation protocol needs rename.
+On an object store (``s3://bucket/results.zarr``; ``gs://``, ``memory://`` alike) there is no rename
+and no directory, so each guarantee above is met another way (zarr's ``FsspecStore`` over the fsspec
+filesystem of :func:`gpudiff.io._remote.get_filesystem`):
+
+* **Created once: the root object is the commit.** The complete store (arrays' metadata, the
+  initial columns, the consolidated root ``zarr.json``) is built in a local temporary directory
+  with the same code as a local store, then every object but the root ``zarr.json`` is uploaded,
+  and the root last: the store exists for readers once its root object does. On S3 the root is
+  PUT with ``If-None-Match: *``, so of N racing creators exactly one commits (``created_here``);
+  the others open the winner's store and check its configuration, as locally (a server without
+  conditional writes: the last root written wins, with the same schema). Racing creators of one
+  configuration (SLURM array tasks of one command) upload identical array metadata and initial
+  columns: each object PUT is atomic, so whichever copy lands last is the same bytes, and the
+  configuration check after opening catches any other configuration (``ConfigError``). Do not
+  race two different configurations into one URL: the loser is refused, but the array objects
+  it uploaded before losing may replace the winner's (rerun that one with ``--overwrite``). A
+  creation killed before its root object leaves objects and no store: the next run uploads them
+  again (it checks that the prefix holds only objects of such a store) and commits.
+* **Whole chunks, atomic PUTs.** Each chunk object is written whole by one PUT (an object store
+  never shows a partial object), data columns first and ``status`` last, as locally: a killed
+  writer leaves each chunk object absent, old or complete, and a chunk whose status object is set
+  is complete. There are no temporaries to clean (:meth:`ResultStore.clean_stale_temporaries`
+  returns 0).
+* **Listing may lag; nothing relies on it.** Status, data and the resume files
+  (``background_state.pkl``, ``events_done.json``: :meth:`ResultStore.read_aux`, one PUT each
+  to write) are read by key. Only ``last_write`` in :meth:`ResultStore.summary` lists the status
+  objects (their newest LastModified), and it is informational.
+* **Failures.** A write that fails (the endpoint unreachable, access denied, a timeout) raises a
+  one-line :class:`~gpudiff.errors.InputError` (:func:`gpudiff.io._remote.remote_error`); the
+  chunk's status is not set, finished chunks stay valid.
+
+Storage options (endpoint, credentials) stay in memory: a store pickles them to its Dask workers,
+and never writes them into the store's attributes nor shows them (``repr``, errors).
 """
 
 from __future__ import annotations
@@ -67,27 +99,32 @@ from ._schema import (
 from ._zarrfiles import (
     _PARTIAL,
     _create,
-    _disk_error,
+    _create_remote,
     _has_store_meta,
     _host,
     _read_meta,
+    _read_meta_remote,
     _read_robust,
     _remove_store,
+    _remove_store_remote,
     _set_together,
+    _write_error,
 )
 
-__all__ = ["ResultStore"]
+__all__ = ["ResultStore", "StoreRef"]
 
 
 class ResultStore:
     """A gpudiff result store (see the module docstring for the layout and the safety rules).
 
     Make one with :meth:`create_or_open` (a run) or :meth:`open` (status, export, report).
-    Picklable: a copy reopens the same path (for Dask workers).
+    Picklable: a copy reopens the same path (for Dask workers), a remote one with its storage options.
 
     Attributes
     ----------
-    path : pathlib.Path
+    path : pathlib.Path, or str for a remote store (its URL)
+    url : str
+        The path as text, or the URL (:attr:`is_remote`).
     n_items, chunk, n_chunks : int
     fields : list of Field
         The per-item outputs, besides ``status`` and ``error``.
@@ -97,10 +134,19 @@ class ResultStore:
         True in the one process whose :meth:`create_or_open` created the store.
     """
 
-    def __init__(self, path, meta: dict, mode: str):
+    def __init__(self, path, meta: dict, mode: str, *, storage_options: dict | None = None, fs=None):
         import zarr  # noqa: PLC0415
 
-        self.path = Path(path)
+        from ..io._remote import is_remote  # noqa: PLC0415
+
+        remote = is_remote(str(path))
+        # A local store's path is a Path, a remote one's its URL (str); storage options live only
+        # here, in memory (and in pickles to workers): never in attributes, never printed.
+        self.path = str(path).rstrip("/") if remote else Path(path)
+        self._storage_options = dict(storage_options or {}) if remote else None
+        self._fs = self._fs_root = None
+        if remote:
+            self._fs, self._fs_root = fs if fs is not None else _filesystem(self.path, self._storage_options)
         self.mode = mode
         self.created_here = False
         attrs = dict(meta.get("attributes") or {})
@@ -113,7 +159,8 @@ class ResultStore:
             raise InputError(f"{self.path} is not a gpudiff result store: attribute {e} is missing") from None
         zmode = "r" if mode == "r" else "r+"
         try:
-            self._group = zarr.open_group(self.path, mode=zmode, zarr_format=3)
+            where = _zarr_store(self._fs, self._fs_root, mode == "r") if remote else self.path
+            self._group = zarr.open_group(where, mode=zmode, zarr_format=3)
             self._arrays = {name: self._group[name] for name in (*_BUILTIN, *names)}
         except KeyError as e:
             raise InputError(
@@ -134,8 +181,11 @@ class ResultStore:
     # ---- opening ---------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path, *, mode: str = "r") -> ResultStore:
+    def open(cls, path, *, mode: str = "r", storage_options=None) -> ResultStore:
         """Open an existing store; ``mode`` 'r' (read only) or 'r+' (write chunks).
+
+        ``path`` may be a URL (``s3://bucket/results.zarr``); its ``storage_options`` (a dict or
+        JSON text) default to ``GPUDIFF_STORAGE_OPTIONS``, then the client's own configuration.
 
         Raises
         ------
@@ -144,6 +194,13 @@ class ResultStore:
         """
         if mode not in ("r", "r+"):
             raise ValueError(f"mode {mode!r}: use 'r' or 'r+'")
+        from ..io._remote import is_remote, resolve_storage_options  # noqa: PLC0415
+
+        if is_remote(os.fspath(path) if not isinstance(path, str) else path):
+            url = str(path).rstrip("/")
+            opts = resolve_storage_options(storage_options)
+            fs = _filesystem(url, opts)
+            return cls(url, _read_meta_remote(*fs, url), mode, storage_options=opts, fs=fs)
         path = Path(os.path.abspath(os.fspath(path)))
         return cls(path, _read_meta(path), mode)
 
@@ -159,6 +216,7 @@ class ResultStore:
         config: dict | None = None,
         overwrite: bool = False,
         initial: dict | None = None,
+        storage_options=None,
     ) -> ResultStore:
         """Create the store with its complete schema, or open the one another process made.
 
@@ -184,6 +242,8 @@ class ResultStore:
         initial : dict of name -> array, optional
             Whole columns written at creation, before the store appears (e.g. ``reference_index``,
             ``moving_index``, paths), so every item is labelled even while pending.
+        storage_options : dict or str, optional
+            For a URL ``path``: the filesystem's options (default ``GPUDIFF_STORAGE_OPTIONS``).
 
         Raises
         ------
@@ -192,7 +252,16 @@ class ResultStore:
         InputError
             The path holds something else, or the disk is full.
         """
-        path = Path(os.path.abspath(os.fspath(path)))
+        from ..io._remote import is_remote, protocol_of  # noqa: PLC0415
+
+        remote = isinstance(path, str) and is_remote(path)
+        if not remote:
+            path = Path(os.path.abspath(os.fspath(path)))
+        elif protocol_of(path) in ("http", "https"):
+            raise InputError(
+                f"{path}: a web server is read-only for gpudiff: write the store to a local path or an "
+                "object store (s3://, gs://)"
+            )
         n_items, chunk = int(n_items), int(chunk)
         if n_items < 0:
             raise ValueError(f"n_items {n_items} must be >= 0")
@@ -206,6 +275,9 @@ class ResultStore:
         if clash:
             raise ValueError(f"attrs may not set {', '.join(clash)}: the store sets them")
 
+        if remote:
+            return cls._create_or_open_remote(path.rstrip("/"), n_items, chunk, fields, attrs, config, overwrite,
+                                              initial, storage_options)
         if overwrite and path.exists():
             _remove_store(path)
 
@@ -215,6 +287,25 @@ class ResultStore:
                 _read_meta(path)  # something else is there: raises the precise InputError
             created = _create(path, n_items, chunk, fields, attrs, config, initial)
         store = cls(path, _read_meta(path), "r+")
+        store.created_here = created
+        store._check_same(n_items, chunk, fields, config)
+        return store
+
+    @classmethod
+    def _create_or_open_remote(cls, url, n_items, chunk, fields, attrs, config, overwrite, initial, storage_options):
+        """:meth:`create_or_open` on an object store: the store is built locally, uploaded, and its
+        root object uploaded last (the commit; see the module docstring)."""
+        from ..io._remote import resolve_storage_options  # noqa: PLC0415
+        from ._zarrfiles import _remote_root  # noqa: PLC0415
+
+        opts = resolve_storage_options(storage_options)
+        fs, root = _filesystem(url, opts)
+        if overwrite:
+            _remove_store_remote(fs, root, url)
+        created = False
+        if _remote_root(fs, root, url, "opening the store") is None:
+            created = _create_remote(fs, root, url, n_items, chunk, fields, attrs, config, initial)
+        store = cls(url, _read_meta_remote(fs, root, url), "r+", storage_options=opts, fs=(fs, root))
         store.created_here = created
         store._check_same(n_items, chunk, fields, config)
         return store
@@ -267,7 +358,9 @@ class ResultStore:
         )
 
     def __reduce__(self):
-        # A copy (a Dask worker's) reopens the same path with the same mode.
+        # A copy (a Dask worker's) reopens the same path with the same mode (and storage options).
+        if self._storage_options is not None:
+            return (_reopen, (self.path, self.mode, self._storage_options))
         return (_reopen, (str(self.path), self.mode))
 
     def __repr__(self) -> str:
@@ -324,8 +417,8 @@ class ResultStore:
         try:
             _set_together([(self._arrays[name], values) for name, values in prepared], sl)
             self._arrays["status"][sl] = status  # last: a chunk whose status is set is complete
-        except OSError as e:
-            raise _disk_error(self.path, e, f"writing chunk {c}") from None
+        except self._write_errors as e:
+            raise _write_error(self.path, e, f"writing chunk {c}") from None
 
     def write_columns(self, c: int, columns: dict) -> None:
         """Write some columns of chunk ``c`` without touching its status (a later pass over items
@@ -333,8 +426,8 @@ class ResultStore:
         sl, prepared = self._prepare_columns(c, columns)
         try:
             _set_together([(self._arrays[name], values) for name, values in prepared], sl)
-        except OSError as e:
-            raise _disk_error(self.path, e, f"writing chunk {c}") from None
+        except self._write_errors as e:
+            raise _write_error(self.path, e, f"writing chunk {c}") from None
 
     def _prepare_columns(self, c: int, columns: dict) -> tuple[slice, list]:
         """The chunk's slice, and each column as a host array of its field's dtype and shape."""
@@ -472,6 +565,8 @@ class ResultStore:
         return out
 
     def _last_write(self) -> str | None:
+        if self.is_remote:
+            return self._last_write_remote()
         latest = None
         try:
             with os.scandir(self.path / "status" / "c") as it:
@@ -491,6 +586,8 @@ class ResultStore:
         """Remove ``*.partial`` chunk files older than ``older_than_s`` (left by killed writers),
         and stale creation temporaries beside the store. Younger ones may belong to writers
         running now, so they are kept. Returns how many were removed."""
+        if self.is_remote:
+            return 0  # an object store has no temporaries: every object is one PUT, whole or absent
         limit = time.time() - float(older_than_s)
         removed = 0
         for root, _dirs, files in os.walk(self.path):
@@ -512,5 +609,172 @@ class ResultStore:
         return removed
 
 
-def _reopen(path, mode):
+    # ---- where it is, and the files beside the arrays ------------------------------------------
+
+    @property
+    def is_remote(self) -> bool:
+        """True for a store on an object store (``s3://...``)."""
+        return self._storage_options is not None
+
+    @property
+    def url(self) -> str:
+        """The store's location as text: the absolute local path, or the URL."""
+        return str(self.path)
+
+    @property
+    def _write_errors(self):
+        # locally only OSError means "cannot write" (anything else is a bug); an object store's
+        # client raises its own exceptions (botocore, aiohttp) for the same things
+        return Exception if self.is_remote else OSError
+
+    def read_aux(self, name: str) -> bytes | None:
+        """The bytes of file ``name`` beside the arrays (a pass's resume state), or None if absent."""
+        if not self.is_remote:
+            p = os.path.join(self.path, name)
+            if not os.path.exists(p):
+                return None
+            with open(p, "rb") as f:
+                return f.read()
+        from ..io._remote import remote_error  # noqa: PLC0415
+
+        try:
+            return self._fs.cat_file(f"{self._fs_root}/{name}")
+        except FileNotFoundError:
+            return None
+        except Exception as e:  # noqa: BLE001
+            raise remote_error(self.url, e, f"reading {name}") from None
+
+    def write_aux(self, name: str, data: bytes) -> None:
+        """Write file ``name`` beside the arrays whole: locally a temporary renamed into place, on an
+        object store one PUT (both atomic: a reader sees the old file or the new one)."""
+        if not self.is_remote:
+            p = os.path.join(self.path, name)
+            tmp = f"{p}.tmp{os.getpid()}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, p)
+            return
+        from ..io._remote import remote_error  # noqa: PLC0415
+
+        try:
+            self._fs.pipe_file(f"{self._fs_root}/{name}", bytes(data))
+        except Exception as e:  # noqa: BLE001
+            raise remote_error(self.url, e, f"writing {name}") from None
+
+    def remove_aux(self, name: str) -> None:
+        """Remove file ``name`` beside the arrays (nothing when absent)."""
+        if not self.is_remote:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.path, name))
+            return
+        from ..io._remote import remote_error  # noqa: PLC0415
+
+        try:
+            self._fs.rm_file(f"{self._fs_root}/{name}")
+        except FileNotFoundError:
+            pass
+        except Exception as e:  # noqa: BLE001
+            raise remote_error(self.url, e, f"removing {name}") from None
+
+    def ref(self):
+        """What a worker needs to reopen this store: the path (local), or a picklable reference
+        carrying the URL and the storage options (remote)."""
+        return StoreRef(self.url, self._storage_options) if self.is_remote else self.url
+
+    def _last_write_remote(self) -> str | None:
+        """Newest LastModified of the status chunks (informational: a listing may lag)."""
+        prefix = f"{self._fs_root}/status/c"
+        try:
+            self._fs.invalidate_cache(prefix)
+            entries = self._fs.ls(prefix, detail=True)
+        except Exception:  # noqa: BLE001 (no chunk yet, or the listing failed: nothing to say)
+            return None
+        latest = None
+        for e in entries:
+            t = e.get("LastModified") or e.get("last_modified") or e.get("mtime")
+            if t is None:
+                continue
+            if not isinstance(t, datetime):
+                try:
+                    t = datetime.fromtimestamp(float(t), timezone.utc)
+                except (TypeError, ValueError):
+                    continue
+            latest = t if latest is None else max(latest, t)
+        if latest is None:
+            return None
+        if latest.tzinfo is None:
+            latest = latest.replace(tzinfo=timezone.utc)
+        return latest.astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
+class StoreRef:
+    """A remote store's URL and storage options, picklable (to Dask workers) and shown without the
+    options; :func:`gpudiff.engine._chunk._open_store` opens it."""
+
+    __slots__ = ("url", "_storage_options")
+
+    def __init__(self, url: str, storage_options: dict | None):
+        self.url = url
+        # None: resolved where it is opened (GPUDIFF_STORAGE_OPTIONS there)
+        self._storage_options = None if storage_options is None else dict(storage_options)
+
+    def __reduce__(self):
+        return (StoreRef, (self.url, self._storage_options))
+
+    def __repr__(self) -> str:
+        return f"StoreRef({self.url!r})"
+
+    def __str__(self) -> str:
+        return self.url
+
+    def open(self, mode: str = "r+") -> ResultStore:
+        return ResultStore.open(self.url, mode=mode, storage_options=self._storage_options)
+
+
+def _filesystem(url: str, storage_options: dict | None):
+    """``(fs, path)`` of a store's URL, with a one-line error for a missing client package."""
+    from ..io._remote import get_filesystem  # noqa: PLC0415
+
+    return get_filesystem(url, storage_options or {})
+
+
+class _DroppedConnectionNoise:
+    """A logging filter for asyncio's logger: drop "Task exception was never retrieved" reports of
+    connection errors. When an endpoint goes away mid-write, aiohttp leaves its request-body task
+    failed and unretrieved; asyncio then prints its traceback at exit, after the one-line error the
+    write already raised (the same failure)."""
+
+    def filter(self, record) -> bool:
+        if not str(record.msg).startswith(("Task exception was never retrieved",
+                                           "Future exception was never retrieved")):
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, (ConnectionError, OSError)) and "Connection" not in type(exc).__name__
+
+
+_NOISE_FILTER = _DroppedConnectionNoise()
+
+
+def _zarr_store(fs, root: str, read_only: bool):
+    """zarr's FsspecStore over ``fs`` (made asynchronous, as zarr needs) at ``root``."""
+    import logging  # noqa: PLC0415
+
+    from zarr.storage import FsspecStore  # noqa: PLC0415
+
+    log = logging.getLogger("asyncio")
+    if _NOISE_FILTER not in log.filters:
+        log.addFilter(_NOISE_FILTER)
+
+    try:
+        from zarr.storage._fsspec import _make_async  # noqa: PLC0415
+
+        afs = _make_async(fs)
+    except ImportError:  # another zarr layout: rebuild the filesystem as an asynchronous one
+        afs = type(fs)(**{**fs.storage_options, "asynchronous": True})
+    return FsspecStore(afs, read_only=read_only, path=root)
+
+
+def _reopen(path, mode, storage_options=None):
+    if storage_options is not None:
+        return ResultStore.open(path, mode=mode, storage_options=storage_options)
     return ResultStore.open(path, mode=mode)

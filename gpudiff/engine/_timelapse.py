@@ -66,6 +66,11 @@ class DedupRunReport:
 
 
 def _check_keep_dir(keep_dir: str, source_dir: str | None) -> Path:
+    from ..io._remote import is_remote  # noqa: PLC0415
+
+    if is_remote(str(keep_dir)):
+        raise ConfigError(f"--keep-dir {keep_dir}: the keep folder must be a local folder, not a URL "
+                          "(a store can be remote: --out s3://...)")
     kd = Path(os.path.abspath(keep_dir))
     if source_dir is not None and kd == Path(os.path.abspath(source_dir)):
         raise ConfigError(f"--keep-dir {keep_dir} is the source folder: give another folder (originals are never touched)")
@@ -120,6 +125,7 @@ def run_dedup(
     chunk: int = 64,
     workers: int | None = None,
     on_decision=None,
+    storage_options=None,
 ) -> DedupRunReport:
     """Decide every frame of ``spec``; write the store (``out``) and the keep folder.
 
@@ -133,7 +139,10 @@ def run_dedup(
 
     options = options or DedupOptions()
     t0 = time.perf_counter()
-    source = open_source(spec, component=component)
+    import inspect  # noqa: PLC0415
+
+    takes = storage_options is not None and "storage_options" in inspect.signature(open_source).parameters
+    source = open_source(spec, component=component, **({"storage_options": storage_options} if takes else {}))
     n = len(source)
     source_dir = spec if getattr(source, "kind", "") == "folder" and os.path.isdir(spec) else None
     kd = _check_keep_dir(keep_dir, source_dir) if keep_dir else None
@@ -143,7 +152,7 @@ def run_dedup(
     state = None
     restored: dict = {}
     if out:
-        store = _dedup_store(out, source, options, n, chunk, overwrite)
+        store = _dedup_store(out, source, options, n, chunk, overwrite, storage_options)
         start, state, restored = _resume_point(store, n, chunk)
 
     report = DedupRunReport(frames=n)
@@ -172,9 +181,14 @@ def run_dedup(
     return report
 
 
-def _dedup_store(out: str, source, options: DedupOptions, n: int, chunk: int, overwrite: bool):
-    """The dedup store of ``source`` (one item per frame): created, or opened to resume."""
+def _dedup_store(out: str, source, options: DedupOptions, n: int, chunk: int, overwrite: bool,
+                 storage_options=None):
+    """The dedup store of ``source`` (one item per frame): created, or opened to resume (``out`` a
+    folder, or a URL with its ``storage_options``)."""
+    from ..io._remote import is_remote  # noqa: PLC0415
     from ._store import ResultStore  # noqa: PLC0415
+
+    remote = {"storage_options": storage_options} if is_remote(str(out)) else {}
 
     config = {"dedup": options.to_dict(), "source": source.fingerprint(), "kind": "dedup"}
     return ResultStore.create_or_open(
@@ -187,7 +201,7 @@ def _dedup_store(out: str, source, options: DedupOptions, n: int, chunk: int, ov
                "thresholds": {"change": options.min_changed if options.rule == "pixels" else
                               (1.0 if options.rule == "blocks" else options.threshold)}},
         config=config, overwrite=overwrite,
-        initial={"moving_index": np.arange(n, dtype=np.int64)},
+        initial={"moving_index": np.arange(n, dtype=np.int64)}, **remote,
     )
 
 

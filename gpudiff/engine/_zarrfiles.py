@@ -46,7 +46,12 @@ def _set_together(writes, sl: slice) -> None:
         return
 
     async def _all():
-        await asyncio.gather(*(h.setitem(sl, v) for h, v in handles))
+        # every write runs to its end before a failure is raised: none is left in flight (on an
+        # object store, a request still pending when the process exits is reported by asyncio)
+        results = await asyncio.gather(*(h.setitem(sl, v) for h, v in handles), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
 
     sync(_all())
 
@@ -73,6 +78,11 @@ def _read_meta(path: Path) -> dict:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise InputError(f"{path} is not a gpudiff result store: zarr.json is unreadable ({e})") from None
+    return _checked_meta(path, meta)
+
+
+def _checked_meta(path, meta) -> dict:
+    """``meta`` (the parsed root ``zarr.json`` of ``path``), checked to be a gpudiff store this version reads."""
     if not isinstance(meta, dict) or meta.get("zarr_format") != 3 or meta.get("node_type") != "group":
         raise InputError(f"{path} is not a gpudiff result store: zarr.json is not a Zarr v3 group")
     version = (meta.get("attributes") or {}).get("gpudiff_store_version")
@@ -212,3 +222,182 @@ def _create(path: Path, n_items, chunk, fields, attrs, config, initial) -> bool:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# stores on an object store (s3://, gs://, memory://): no rename, so the root object is the commit
+
+
+_ROOT = "zarr.json"
+#: Keys of a store whose root object is missing: a creation that died between its uploads.
+_PARTIAL_KEY = re.compile(r"^(maps/)?[A-Za-z0-9_.-]+/(zarr\.json|c/.+)$")
+
+
+def _remote_key(root: str, rel: str = "") -> str:
+    return f"{root.rstrip('/')}/{rel}" if rel else root.rstrip("/")
+
+
+def _remote_root(fs, root: str, url: str, doing: str):
+    """The bytes of the root ``zarr.json``, or None when there is none (never a cached answer)."""
+    from ..io._remote import remote_error  # noqa: PLC0415
+
+    key = _remote_key(root, _ROOT)
+    try:
+        fs.invalidate_cache(root)
+        return fs.cat_file(key)
+    except FileNotFoundError:
+        return None
+    except Exception as e:  # noqa: BLE001 (the client's errors: one line)
+        raise remote_error(url, e, doing) from None
+
+
+def _remote_keys(fs, root: str, url: str, doing: str) -> list[str]:
+    """Every object under the store's prefix, relative to it ([] for none, or no such bucket yet)."""
+    from ..io._remote import remote_error  # noqa: PLC0415
+
+    base = _remote_key(root)
+    try:
+        fs.invalidate_cache(base)
+        found = fs.find(base)
+    except FileNotFoundError:
+        return []
+    except Exception as e:  # noqa: BLE001
+        raise remote_error(url, e, doing) from None
+    out = []
+    for k in found:
+        k = k.split("://", 1)[-1]
+        if k.startswith(base + "/"):
+            out.append(k[len(base) + 1 :])
+        elif k == base:
+            out.append("")  # an object where the store's "directory" is
+    return out
+
+
+def _read_meta_remote(fs, root: str, url: str) -> dict:
+    """The root ``zarr.json`` of the store at ``url``, checked as :func:`_read_meta` checks a local one."""
+    raw = _remote_root(fs, root, url, "opening the store")
+    if raw is None:
+        keys = _remote_keys(fs, root, url, "opening the store")
+        if not keys:
+            raise InputError(f"{url}: no such result store: check the URL (a run creates it)")
+        if keys == [""]:
+            raise InputError(f"{url} is not a gpudiff result store: it is an object, not a prefix")
+        why = "a Zarr v2 store (.zgroup)" if ".zgroup" in keys else "there is no zarr.json"
+        raise InputError(f"{url} is not a gpudiff result store: {why}")
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except ValueError as e:
+        raise InputError(f"{url} is not a gpudiff result store: zarr.json is unreadable ({e})") from None
+    return _checked_meta(url, meta)
+
+
+def _remove_store_remote(fs, root: str, url: str) -> None:
+    """``--overwrite`` on an object store: delete the prefix when it holds a gpudiff store (or a creation
+    that died before its root object, or nothing); refuse anything else."""
+    from ..io._remote import remote_error  # noqa: PLC0415
+
+    keys = _remote_keys(fs, root, url, "checking the old store")
+    if not keys:
+        return
+    ours = False
+    if _ROOT in keys:
+        try:
+            _read_meta_remote(fs, root, url)
+            ours = True
+        except InputError as e:
+            ours = "was written by gpudiff store version" in str(e)
+    else:
+        ours = all(not k or _PARTIAL_KEY.match(k) or k in _AUX_NAMES for k in keys)
+    if not ours:
+        raise InputError(
+            f"{url} exists and is not a gpudiff result store: refusing to delete it with --overwrite; "
+            f"choose another output URL"
+        )
+    try:
+        # the root object first: from then on readers see no store (the rest is garbage being removed)
+        if _ROOT in keys:
+            fs.rm_file(_remote_key(root, _ROOT))
+        fs.rm(_remote_key(root), recursive=True)
+    except FileNotFoundError:
+        pass  # another process removed it
+    except Exception as e:  # noqa: BLE001
+        raise remote_error(url, e, "removing the old store") from None
+    fs.invalidate_cache(root)
+
+
+#: Files a run keeps beside the arrays (resume state of the sequence passes).
+_AUX_NAMES = ("background_state.pkl", "events_done.json")
+
+
+def _create_remote(fs, root: str, url: str, n_items, chunk, fields, attrs, config, initial) -> bool:
+    """Build the store in a local temporary directory (with :func:`_create`), upload every object but
+    the root ``zarr.json``, then the root: the commit. True if this process's root object is the one
+    that landed; False when another creator's was there first (its store is complete)."""
+    import tempfile  # noqa: PLC0415
+
+    from ..io._remote import remote_error  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="gpudiff-create-") as tmp:
+        local = Path(tmp) / "store.zarr"
+        _create(local, n_items, chunk, fields, attrs, config, initial)
+        objects = {}
+        for dirpath, _dirs, files in os.walk(local):
+            for name in files:
+                p = Path(dirpath) / name
+                objects[p.relative_to(local).as_posix()] = p.read_bytes()
+    root_bytes = objects.pop(_ROOT)
+    existing = _remote_keys(fs, root, url, "creating the store")
+    if _ROOT in existing:
+        return False  # committed by another process meanwhile
+    # ("": the prefix itself, as a listing may show it while another creator uploads, or a folder marker)
+    stray = [k for k in existing if k and k not in objects and k not in _AUX_NAMES]
+    if stray:  # objects that are no part of a store of this configuration: someone else's data
+        raise InputError(
+            f"{url} exists and is not a gpudiff result store ({len(stray)} other objects, e.g. {stray[0]}): "
+            "choose another output URL, or remove it"
+        )
+    try:
+        # Whole objects, each one PUT (atomic): a racing creator of the same configuration uploads
+        # the same bytes, so whichever lands last changes nothing.
+        fs.pipe({_remote_key(root, k): v for k, v in objects.items()})
+    except Exception as e:  # noqa: BLE001
+        raise remote_error(url, e, "creating the store") from None
+    return _commit_root(fs, root, url, root_bytes)
+
+
+def _commit_root(fs, root: str, url: str, data: bytes) -> bool:
+    """PUT the root object; where the store supports it (S3's ``If-None-Match: *``) only if absent,
+    so of N racing creators exactly one commits. True if this one did."""
+    from ..io._remote import protocol_of, remote_error  # noqa: PLC0415
+
+    key = _remote_key(root, _ROOT)
+    exclusive = protocol_of(url) in ("s3", "s3a")
+    try:
+        if exclusive:
+            fs.pipe_file(key, data, mode="create")
+        else:
+            fs.pipe_file(key, data)
+        fs.invalidate_cache(root)
+        return True
+    except Exception as e:  # noqa: BLE001
+        first = e
+    if _remote_root(fs, root, url, "creating the store") is not None:
+        return False  # lost the race: the winner's root is there, and its store is complete
+    text = f"{type(first).__name__} {first}".lower()
+    if exclusive and ("notimplemented" in text or "not implemented" in text or "501" in text):
+        try:  # an S3-compatible server without conditional writes: last writer of the root wins
+            fs.pipe_file(key, data)
+            return True
+        except Exception as e:  # noqa: BLE001
+            first = e
+    raise remote_error(url, first, "creating the store") from None
+
+
+def _write_error(path, e: BaseException, doing: str) -> InputError:
+    """A failed chunk write as one line: a local OSError (disk full...) or an object store's error."""
+    from ..io._remote import is_remote, remote_error  # noqa: PLC0415
+
+    if is_remote(str(path)):
+        err = remote_error(str(path), e, doing)
+        return InputError(f"{err}; finished chunks are kept, rerun to resume")
+    return _disk_error(path, e, doing)

@@ -15,6 +15,7 @@ nor written to a store's attributes (:func:`redacted` is what may be shown).
 Bounded waiting: S3 connects within 5 s and reads within 60 s, with 3 attempts (botocore's
 ``standard`` retry mode, whose backoff is under a few seconds); HTTP connects within 5 s and reads
 within 60 s. A refused connection fails in seconds, never hangs. Explicit options override these.
+On S3, whole-object reads are one GET (``max_concurrency=1``: no HEAD before each read).
 """
 
 from __future__ import annotations
@@ -128,6 +129,11 @@ def _with_limits(proto: str, options: dict) -> dict:
         config.setdefault("read_timeout", _READ_S)
         config.setdefault("retries", {"max_attempts": _ATTEMPTS, "mode": "standard"})
         out["config_kwargs"] = config
+        # s3fs asks for an object's size (a HEAD) before each whole-object read when it may split
+        # large ones into concurrent ranges: a second round trip for every chunk and image object,
+        # which doubles the latency of reading frame by frame. gpudiff's objects are chunks and
+        # frames (MBs); its concurrency is requests in flight (--prefetch, zarr's async reads).
+        out.setdefault("max_concurrency", 1)
     elif proto in ("http", "https"):
         import aiohttp  # noqa: PLC0415
 

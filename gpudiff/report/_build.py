@@ -142,7 +142,7 @@ def _check_outputs(html, png_dir):
 
 def build_report(store_path, *, html=None, png_dir=None, top: int = DEFAULT_TOP,
                  max_points: int = DEFAULT_MAX_POINTS, rank_by: str | None = None,
-                 workers: int | None = None) -> ReportSummary:
+                 workers: int | None = None, storage_options=None) -> ReportSummary:
     """Plots and one self-contained HTML page (and/or PNG files) from a result store.
 
     Parameters
@@ -166,6 +166,9 @@ def build_report(store_path, *, html=None, png_dir=None, top: int = DEFAULT_TOP,
         Processes reading the columns, a column per job (default: this process alone, unless the
         store has enough chunks for reading to take seconds and 4 or more cores are free: then up
         to 4).
+    storage_options : dict or str, optional
+        For a store at a URL (``s3://bucket/results.zarr``): its filesystem's options (default
+        ``GPUDIFF_STORAGE_OPTIONS``). The page and the PNG files are always local files.
 
     Returns
     -------
@@ -197,7 +200,7 @@ def build_report(store_path, *, html=None, png_dir=None, top: int = DEFAULT_TOP,
     top = _check_int("--top", top, 0, 500)
     max_points = _check_int("--max-points", max_points, 100, 1_000_000)
     html_path, png_path = _check_outputs(html, png_dir)
-    store, metrics = _open_store(store_path, rank_by)
+    store, metrics = _open_store(store_path, rank_by, storage_options)
     run, cols, drift = _read_columns(store, metrics, workers, max_points=max_points, top=top, rank_by=rank_by)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
@@ -228,9 +231,10 @@ def build_report(store_path, *, html=None, png_dir=None, top: int = DEFAULT_TOP,
 # --------------------------------------------------------------------------------------------------
 
 
-def _open_store(store_path, rank_by: str | None):
+def _open_store(store_path, rank_by: str | None, storage_options=None):
     """The store and its metric columns; InputError for an empty store, ConfigError for an unknown ``rank_by``."""
-    store = ResultStore.open(store_path)
+    kw = {} if storage_options is None else {"storage_options": storage_options}
+    store = ResultStore.open(store_path, **kw)
     if store.n_items == 0:
         raise InputError(f"{store.path} is an empty result store (0 items): nothing to report; check the run's input")
     metrics = _metric_columns(store)

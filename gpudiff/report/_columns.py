@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..engine._schema import DONE, METRIC_COLUMNS
-from ..engine._store import ResultStore
+from ..engine._store import ResultStore, StoreRef
 from ..errors import GpudiffError, InputError
 from ._figures import _Figure, _make_figure, _metric_figures
 from ._text import _fmt
@@ -56,6 +56,13 @@ _DIRECTION = dict(_RANK_PREFERENCE)
 # module-level functions of picklable arguments: run in this process for small stores, or in a
 # process pool (one column per job) when the store has many chunks. Each job opens the store itself
 # and returns a digest, figures as PNG bytes, or a 1-byte-per-item array: never a float column.
+
+
+def _open(ref) -> ResultStore:
+    """The store of a job: ``ref`` is its path, or a remote store's StoreRef (URL and storage options)."""
+    if isinstance(ref, StoreRef):
+        return ref.open("r")
+    return ResultStore.open(ref)
 
 
 def _field_names(store) -> dict:
@@ -135,6 +142,8 @@ def _read_chunks_directly(store, name: str) -> np.ndarray | None:
     results as ``ResultStore.read``: a chunk never written (or left out by zarr for holding only
     fill values) reads as the fill value, and an unreadable one too, with the same warning.
     """
+    if getattr(store, "is_remote", False):
+        return None  # an object store: zarr-python reads it (its requests run concurrently)
     try:
         import numcodecs  # noqa: PLC0415
 
@@ -217,7 +226,7 @@ def _job_warnings(caught) -> list[str]:
 def _job_summary(path: str, max_failures: int) -> tuple[dict, list]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
-        summary = ResultStore.open(path).summary(max_failures=max_failures)
+        summary = _open(path).summary(max_failures=max_failures)
     return summary, _job_warnings(caught)
 
 
@@ -225,7 +234,7 @@ def _job_flag(path: str, name: str) -> tuple[np.ndarray, list]:
     """A 0/1 (or status) column as compact uint8, with any unreadable-chunk warnings."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
-        v = _read1(ResultStore.open(path), name)
+        v = _read1(_open(path), name)
     return np.asarray(v).astype(np.uint8, copy=False), _job_warnings(caught)
 
 
@@ -235,7 +244,7 @@ def _job_x(path: str) -> tuple[np.ndarray | None, str]:
     For the pairings the plan makes (``consecutive``, ``first``) the moving frame of item ``i`` is
     ``i + 1``; that is checked on the first and last chunk, and the column is read only otherwise.
     """
-    store = ResultStore.open(path)
+    store = _open(path)
     names = _field_names(store)
     f = names.get("moving_index")
     if f is None or f.shape or "moving_path" in names or "reference_path" in names:
@@ -286,7 +295,7 @@ def _job_column(job: _ColumnJob) -> _ColumnOut:
     """Read one metric column, digest it, pick its most/least changed items, draw its two figures."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
-        store = ResultStore.open(job.path)
+        store = _open(job.path)
         values = _read1(store, job.name)
         tv = _read1(store, "change_threshold") if job.threshold_column else None
         keep = job.flags.get("kept")
@@ -317,7 +326,7 @@ def _job_column(job: _ColumnJob) -> _ColumnOut:
 def _job_drift(path: str, buckets: rd.Buckets, done: np.ndarray, cumulative: bool):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
-        shift = _read1(ResultStore.open(path), "shift")
+        shift = _read1(_open(path), "shift")
         ok = done & np.isfinite(shift).all(axis=1)
         if not ok.any():
             return None, _job_warnings(caught)
@@ -440,7 +449,7 @@ class _Run:
 
 def _load_run(store: ResultStore, pool, *, max_points: int) -> _Run:
     """Phase 1: summary, status, flags and x, as parallel jobs."""
-    path = os.fspath(store.path)
+    path = store.ref()  # the path (a StoreRef for a remote store: the jobs reopen it with its options)
     names = _field_names(store)
     flag_cols = [(flag, col) for flag, col in _FLAG_COLUMNS.items()
                  if col in names and not names[col].shape and names[col].dtype != "str"]
@@ -479,7 +488,7 @@ class _Columns:
 
 def _column_sections(run: _Run, pool, *, top: int, rank_by: str | None) -> tuple[_Columns, _Figure | None]:
     """Phase 2: one job per metric column (digest, figures, extremes), and the drift figure."""
-    path = os.fspath(run.store.path)
+    path = run.store.ref()
     names = _field_names(run.store)
     order = _rank_order(run, rank_by)
     sign = dict(order)

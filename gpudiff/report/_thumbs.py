@@ -42,7 +42,8 @@ def _open_source(store: ResultStore):
     spec = str(fp["spec"])
     component = fp.get("component")
     candidates = [spec]
-    if not os.path.isabs(spec):
+    if not os.path.isabs(spec) and not getattr(store, "is_remote", False):
+        # a relative spec beside a local store (a remote store has no folder to be relative to)
         candidates.append(os.path.join(os.fspath(store.path.parent), spec))
     opts = store.attrs.get("options") or {}
     kwargs = {}

@@ -121,7 +121,13 @@ def test_sigterm_exits_75_quickly_and_a_rerun_completes(tmp_path, data_dir):
     args = ["run", stack, "--out", out, "--backend", "numpy", "--chunk", "4", "--no-progress",
             "--align", "--upsample", "20"]
     p = _cli(*args)
-    time.sleep(4.0)
+    # wait for the first finished chunk (its status object), not a fixed time: under load the
+    # start-up alone can take seconds
+    end = time.monotonic() + 120
+    while time.monotonic() < end and p.poll() is None and not any(
+            f.name.isdigit() for f in (out / "status" / "c").glob("*")):
+        time.sleep(0.05)
+    assert p.poll() is None, "the run ended before it could be interrupted"
     t0 = time.monotonic()
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=60)

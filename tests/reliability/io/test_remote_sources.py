@@ -243,6 +243,31 @@ def test_s3_zarr_array_and_component(bucket, local):
     assert_same_source(src, open_source(local / "plate.zarr" / "cam"), url)
 
 
+def test_reading_a_frame_from_s3_is_one_request(bucket, monkeypatch):
+    """One GET per frame object or chunk, no HEAD before it (s3fs asks for the size first unless
+    told not to split objects): a second round trip per frame would double the read latency. The
+    calls are counted on their way to the real server (a spy that forwards each one)."""
+    from aiobotocore.client import AioBaseClient
+
+    _, name, _ = bucket
+    sources = {"ome": open_source(f"s3://{name}/image.ome.zarr"), "folder": open_source(f"s3://{name}/pngs/")}
+    for src in sources.values():
+        src.read(0)  # opened, and its first block fetched
+    calls = []
+    forward = AioBaseClient._make_api_call
+
+    async def counted(self, operation, params):
+        calls.append(operation)
+        return await forward(self, operation, params)
+
+    monkeypatch.setattr(AioBaseClient, "_make_api_call", counted)
+    for kind, src in sources.items():
+        calls.clear()
+        for i in (1, 2, 3):
+            src.read(i)
+        assert calls == ["GetObject"] * 3, (kind, calls)
+
+
 def test_s3_zarr_wrong_component_lists_the_arrays(bucket):
     _, name, _ = bucket
     url = f"s3://{name}/plate.zarr"
