@@ -7,6 +7,11 @@ manifests), ``reference_name``, ``moving_name`` (sequences: the frames' files, o
 column per metric array of the store in its order, then ``shift_dy``, ``shift_dx`` when aligned.
 A missing value (a metric not computed, an item pending or failed) is an empty CSV field and a
 Parquet null. Floats are written with ``repr``, so they read back exactly.
+
+Names are written as the store keeps them, quoted by the csv module where they hold a comma, a
+quote or a newline (they read back equal with ``csv.reader``). A file name's bytes that are not
+UTF-8 are kept as the four characters ``\\xNN`` (``gpudiff.io._source.display_name``; its
+``fs_name`` gives back the file system's name).
 """
 
 from __future__ import annotations

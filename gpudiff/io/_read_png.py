@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import struct
+import threading
 
 import numpy as np
 
@@ -11,6 +14,43 @@ from ..errors import InputError
 from ._imageinfo import ImageInfo, _Source
 from ._read_pillow import _PillowSource, _pillow_open
 from ._readerrors import _page_out_of_range
+
+
+# libpng's warnings (imagecodecs logs them on its logger, which without a handler prints them on
+# stderr) are kept off the terminal: those that say the file contradicts itself make the read an
+# error, the rest (an sRGB profile libpng knows to be slightly wrong...) are dropped.
+_DAMAGE = ("too much image data", "not enough image data", "unknown interlace", "crc error",
+           "extra compressed data", "invalid", "bad ")
+
+
+class _KeepImagecodecsLog(logging.Filter):
+    """imagecodecs' log records of the thread inside :func:`_libpng_warnings`, kept off stderr."""
+
+    def __init__(self):
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record):
+        messages = getattr(self.local, "messages", None)
+        if messages is None:
+            return True
+        messages.append(record.getMessage())
+        return False
+
+
+_IMAGECODECS_LOG = _KeepImagecodecsLog()
+logging.getLogger("imagecodecs").addFilter(_IMAGECODECS_LOG)
+
+
+@contextlib.contextmanager
+def _libpng_warnings():
+    """Collect imagecodecs' (libpng's) log records of this thread into the list it yields."""
+    saved = getattr(_IMAGECODECS_LOG.local, "messages", None)
+    _IMAGECODECS_LOG.local.messages = messages = []
+    try:
+        yield messages
+    finally:
+        _IMAGECODECS_LOG.local.messages = saved
 
 
 class _PngSource(_Source):
@@ -46,7 +86,14 @@ class _PngSource(_Source):
         import imagecodecs  # noqa: PLC0415
 
         self.fh.seek(0)
-        image = imagecodecs.png_decode(self.fh.read())
+        with _libpng_warnings() as said:
+            image = imagecodecs.png_decode(self.fh.read())
+        for line in "\n".join(said).splitlines():
+            if any(word in line.lower() for word in _DAMAGE):
+                raise InputError(
+                    f"{self.path} is damaged ({line.strip()}): its header and data disagree; "
+                    f"re-export or copy the file again"
+                )
         if image.ndim == 3 and image.shape[2] in (2, 4):
             image = image[..., :-1]
         return image

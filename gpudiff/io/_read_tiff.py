@@ -5,8 +5,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
 import struct
+import threading
 
 import numpy as np
 
@@ -14,6 +18,95 @@ from ..errors import InputError
 from ._imageinfo import ImageInfo, _Source
 from ._readerrors import _page_out_of_range
 from ._validate import _output_dtype
+
+
+# --------------------------------------------------------------------------------------------
+# tifffile's log: kept off stderr, and what it says about a page's structure made an error
+
+
+class _QuietTifffile(logging.Filter):
+    """Keeps tifffile's log records (truncation notices, tags it could not parse) for the thread
+    that asked (inside :func:`_quiet_tifffile`), off stderr; elsewhere they pass as usual."""
+
+    def __init__(self):
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record):
+        messages = getattr(self.local, "messages", None)
+        if messages is None:
+            return True
+        messages.append(record.getMessage())
+        return False
+
+
+_TIFF_LOG = _QuietTifffile()
+logging.getLogger("tifffile").addFilter(_TIFF_LOG)
+
+
+@contextlib.contextmanager
+def _quiet_tifffile():
+    """Collect tifffile's log records of this thread into the list it yields (nothing reaches
+    stderr); nested uses each get their own list."""
+    saved = getattr(_TIFF_LOG.local, "messages", None)
+    _TIFF_LOG.local.messages = messages = []
+    try:
+        yield messages
+    finally:
+        _TIFF_LOG.local.messages = saved
+
+
+#: Tags that decide what the pixels are: when tifffile could not parse one of them it drops it and
+#: uses the default (BitsPerSample 1, no compression...), which decodes the wrong image silently.
+_STRUCTURE_TAGS = {
+    256: "ImageWidth", 257: "ImageLength", 258: "BitsPerSample", 259: "Compression",
+    262: "PhotometricInterpretation", 266: "FillOrder", 273: "StripOffsets", 277: "SamplesPerPixel",
+    278: "RowsPerStrip", 279: "StripByteCounts", 284: "PlanarConfiguration", 317: "Predictor",
+    320: "ColorMap", 322: "TileWidth", 323: "TileLength", 324: "TileOffsets", 325: "TileByteCounts",
+    338: "ExtraSamples", 339: "SampleFormat", 347: "JPEGTables", 530: "YCbCrSubSampling",
+}
+_TAG_CODE = re.compile(r"TiffTag (\d+) @")
+_COUNT_WRONG = re.compile(r"incorrect (StripOffsets|StripByteCounts|TileOffsets|TileByteCounts) count \((\d+) != (\d+)\)")
+
+
+def _tiff_damage(page, messages) -> str | None:
+    """Why tifffile's reading of ``page`` cannot be trusted (a short reason), or None.
+
+    ``messages`` are tifffile's log records from parsing the page and decoding it. Refused: a
+    structure tag it could not parse (a broken BitsPerSample becomes 1-bit), strip offsets and
+    byte counts that do not match the image size (it reads what it can and fills the rest), data
+    segments missing in the decode, and a StripByteCounts of 0 for a page of several strips (that
+    strip would read as zeros; a single uncompressed strip is read by its computed size, correctly).
+    """
+    for text in messages:
+        m = _TAG_CODE.search(text)
+        if m and int(m.group(1)) in _STRUCTURE_TAGS:
+            reason = text.split("> ", 2)[-1].rstrip("')")
+            return f"its {_STRUCTURE_TAGS[int(m.group(1))]} tag is unreadable ({reason})"
+        m = _COUNT_WRONG.search(text)
+        if m:
+            return f"it has {m.group(2)} {m.group(1)} where its size needs {m.group(3)}"
+        if "read_segments" in text or "corrupted" in text:
+            return text.split("> ", 1)[-1].replace("tifffile.read_segments: ", "")
+    if "StripByteCounts" in getattr(page, "tags", {}):
+        counts = [int(c) for c in page.databytecounts]
+        if len(counts) > 1 and 0 in counts:
+            return f"its StripByteCounts declares 0 bytes for strip {counts.index(0)} of {len(counts)}"
+        dtype = getattr(page, "dtype", None)
+        if int(page.compression) == 1 and dtype is not None and int(page.bitspersample) == 8 * dtype.itemsize:
+            # uncompressed: tifffile reads the image's size from the first offset, past what the
+            # strips declare (the bytes of whatever follows) when the size tags were edited
+            need = int(np.prod([int(v) for v in page.shaped])) * dtype.itemsize
+            if 0 < sum(counts) < need:
+                return f"its strips hold {sum(counts)} bytes, its size needs {need}"
+    return None
+
+
+def _damaged(name, page_no, reason) -> InputError:
+    return InputError(
+        f"{name} page {page_no} is damaged ({reason}): tifffile would decode it wrongly; "
+        f"re-export or copy the file again"
+    )
 
 
 def _tiff_channels(samples: int, photometric: int, path) -> int:
@@ -111,19 +204,26 @@ class _TiffSource(_Source):
     def __init__(self, path, fh, size, page, stack):
         import tifffile  # noqa: PLC0415
 
-        tif = stack.enter_context(tifffile.TiffFile(fh, name=os.path.basename(path)))
-        pages = len(tif.pages)
+        # tifffile's log records stay off stderr; those about the page read become the error
+        with _quiet_tifffile() as opening:  # the header and the first page
+            tif = stack.enter_context(tifffile.TiffFile(fh, name=os.path.basename(path)))
+        with _quiet_tifffile():  # the chain of pages (a break after the page read is no harm)
+            pages = len(tif.pages)
         if pages == 0:
             raise ValueError("no pages")
         if page >= pages:
-            if _tiff_chain_cut(tif):
+            with _quiet_tifffile():
+                cut = _tiff_chain_cut(tif)
+            if cut:
                 raise ValueError(f"the chain of pages breaks after page {pages - 1}")
             raise _page_out_of_range(path, pages, page)
-        p = tif.pages[page]
-        if not hasattr(p, "shaped"):  # a TiffFrame: load the full page
-            p = p.aspage()
+        with _quiet_tifffile() as loading:
+            p = tif.pages[page]
+            if not hasattr(p, "shaped"):  # a TiffFrame: load the full page
+                p = p.aspage()
+        self.messages = (opening if page == 0 else []) + loading
         self.plane = _TiffPlane(p, f"{path} page {page}")
-        self.path, self.page_obj, self.size = path, p, size
+        self.path, self.page_obj, self.size, self.page = path, p, size, page
         shape, dtype = self.plane.shape, self.plane.dtype
         fmt = "OME-TIFF" if tif.is_ome else "TIFF"
         self.info = ImageInfo(path, fmt, shape, dtype, pages)
@@ -136,4 +236,11 @@ class _TiffSource(_Source):
             raise ValueError(
                 f"pixel data declared up to byte {int((offsets + counts).max())}, the file has {self.size}"
             )
-        return self.plane.convert(p.asarray())
+        reason = _tiff_damage(p, self.messages)
+        if reason is None:
+            with _quiet_tifffile() as decoding:
+                image = p.asarray()
+            reason = _tiff_damage(p, decoding)
+        if reason is not None:
+            raise _damaged(self.path, self.page, reason)
+        return self.plane.convert(image)

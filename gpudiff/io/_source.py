@@ -30,6 +30,42 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 _DIGITS = re.compile(r"([0-9]+)")
 #: A fingerprint lists its files one by one up to this many (always: count and sha256).
 _FINGERPRINT_LISTED = 64
+_ESCAPED_BYTE = re.compile(r"\\x([89a-fA-F][0-9a-fA-F])")
+
+
+def display_name(text: str) -> str:
+    """A file name as text every store, CSV and page can hold: valid UTF-8, the same name.
+
+    On Linux a file name is bytes; Python gives the bytes that are not UTF-8 as lone surrogates
+    (``os.fsdecode``'s surrogateescape: b'\\xff' -> '\\udcff'), which UTF-8 cannot encode. They
+    become the four characters ``\\xff`` here, everything else stays as it is (``<``, quotes,
+    newlines: escaping for HTML and CSV is the writer's job). :func:`fs_name` undoes it.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate not from a byte (a name built in Python)
+        raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def fs_name(name: str) -> str:
+    """The file name (os.fsdecode form) a :func:`display_name` stands for: each ``\\xNN`` with NN
+    from 80 to ff back to that byte. (A name that holds such four characters literally reads back
+    as the byte: the one ambiguity, for a name no one types.)"""
+    if "\\x" not in name:
+        return name
+    out, last = bytearray(), 0
+    for m in _ESCAPED_BYTE.finditer(name):
+        out += name[last : m.start()].encode("utf-8", "surrogateescape")
+        out.append(int(m.group(1), 16))
+        last = m.end()
+    out += name[last:].encode("utf-8", "surrogateescape")
+    return os.fsdecode(bytes(out))
 
 
 def natural_key(text: str):
@@ -94,11 +130,18 @@ class Source:
             The frame cannot be read (missing, truncated or corrupt data, over the pixel budget);
             the one-line message names the file and the frame.
         """
-        return self._read(self._index(index))
+        try:
+            return self._read(self._index(index))
+        except InputError as exc:
+            text = str(exc)
+            if display_name(text) != text:  # a file name with bytes that are not UTF-8
+                raise InputError(display_name(text)) from None
+            raise
 
     def label(self, index: int) -> str:
-        """Human name of a frame for messages and exports: a file path, ``stack.tif[page 12]``..."""
-        return self._label(self._index(index))
+        """Human name of a frame for messages and exports: a file path, ``stack.tif[page 12]``...
+        Bytes of a file name that are not UTF-8 are written ``\\xNN`` (:func:`display_name`)."""
+        return display_name(self._label(self._index(index)))
 
     def fingerprint(self) -> dict:
         """JSON-able identity of the input: kind, spec and the files' sizes and mtimes.

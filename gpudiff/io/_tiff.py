@@ -10,16 +10,13 @@ cache, pixel data one ranged GET per page or strip), and contiguous planes are f
 from __future__ import annotations
 
 from collections import OrderedDict
-import contextlib
-import logging
 import math
 import os
-import threading
 
 import numpy as np
 
 from ..errors import InputError
-from ._read_tiff import _TiffPlane, _tiff_chain_cut
+from ._read_tiff import _TiffPlane, _damaged, _quiet_tifffile, _tiff_chain_cut, _tiff_damage
 from ._readerrors import _first_line
 from ._remote import is_remote, is_transport_error, remote_error, resolve_storage_options
 from ._source import (
@@ -42,35 +39,6 @@ from ._validate import validate_array
 
 # --------------------------------------------------------------------------------------------
 # TIFF (multi-page, OME-TIFF, ImageJ hyperstacks)
-
-
-class _QuietTifffile(logging.Filter):
-    """Keeps tifffile's log records (truncation notices) for the thread that asked, off stderr."""
-
-    def __init__(self):
-        super().__init__()
-        self.local = threading.local()
-
-    def filter(self, record):
-        messages = getattr(self.local, "messages", None)
-        if messages is None:
-            return True
-        messages.append(record.getMessage())
-        return False
-
-
-_TIFF_LOG = _QuietTifffile()
-logging.getLogger("tifffile").addFilter(_TIFF_LOG)
-
-
-@contextlib.contextmanager
-def _quiet_tifffile():
-    saved = getattr(_TIFF_LOG.local, "messages", None)
-    _TIFF_LOG.local.messages = messages = []
-    try:
-        yield messages
-    finally:
-        _TIFF_LOG.local.messages = saved
 
 
 def _page_data_end(page) -> int:
@@ -178,14 +146,25 @@ class TiffSource(_RemoteMixin, Source):
             self._size = self._object_size() if object_size is None else int(object_size)
         else:
             self._size = os.stat(path).st_size
-        with self._lock:
-            tif = self._open()
-            with _quiet_tifffile():
-                self._layout(tif, page_budget)
-        if self._n == 1 and not self._truncated:
-            self.close()
-            raise _single_image(path)
-        _check_budget(self.path, self._plane.height, self._plane.width, max_pixels)
+        try:
+            with self._lock:
+                tif = self._open()
+                with _quiet_tifffile():
+                    self._layout(tif, page_budget)
+            if self._n == 1 and not self._truncated:
+                raise _single_image(path)
+            _check_budget(self.path, self._plane.height, self._plane.width, max_pixels)
+        except BaseException as exc:
+            self.close()  # the file is not left open behind an error
+            if isinstance(exc, (InputError, MemoryError)) or not isinstance(exc, Exception):
+                raise
+            if self.__dict__.get("_remote") and is_transport_error(exc) and not isinstance(exc, ValueError):
+                raise remote_error(self.path, exc, "opening") from None
+            # tifffile's own parse of a damaged file (a corrupted IFD, an incompatible series
+            # keyframe, ImageJ metadata that is not numbers)
+            raise InputError(
+                f"{self.path} is truncated or corrupt (TIFF: {_first_line(exc)}): re-export or copy the file again"
+            ) from None
 
     # -- opening --------------------------------------------------------------------------
 
@@ -454,6 +433,7 @@ class TiffSource(_RemoteMixin, Source):
         return bo
 
     def _read_page(self, i):
+        loading = []  # tifffile's log records from parsing the page (pages mode)
         with self._lock:
             if self._mode == "series":
                 page = self._pages_of_series()[i]
@@ -462,7 +442,7 @@ class TiffSource(_RemoteMixin, Source):
                 if i >= self._n_ifds:
                     raise self._missing(i)
                 tif = self._open()
-                with _quiet_tifffile():
+                with _quiet_tifffile() as loading:
                     page = tif.pages[i]
                 plane = None
             if page is None:
@@ -471,11 +451,20 @@ class TiffSource(_RemoteMixin, Source):
                 raise self._missing(i, cut_short=True)
             if plane is None:
                 if not hasattr(page, "shaped"):
-                    page = page.aspage()
+                    with _quiet_tifffile() as more:
+                        page = page.aspage()
+                    loading = loading + more
                 plane = _TiffPlane(page, f"{self.path} page {i}")
                 _check_budget(f"{self.path} page {i}", plane.height, plane.width, self.max_pixels)
-        with _quiet_tifffile():
-            image = page.asarray(lock=self._lock)
+        # tifffile's notes on the page (a structure tag it could not parse, strip counts that do
+        # not fit, a strip of 0 bytes) make the frame an error instead of a wrongly decoded one
+        reason = _tiff_damage(page, loading)
+        if reason is None:
+            with _quiet_tifffile() as decoding:
+                image = page.asarray(lock=self._lock)
+            reason = _tiff_damage(page, decoding)
+        if reason is not None:
+            raise _damaged(self.path, i, reason)
         return image, plane
 
     def fingerprint(self):

@@ -67,4 +67,18 @@ def _fmt(v) -> str:
 
 
 def _esc(s) -> str:
-    return _html.escape(str(s), quote=True)
+    text = str(s)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a file name's bytes that are not UTF-8 (os.fsdecode's surrogates)
+        text = text.encode("utf-8", "surrogateescape" if _fs_bytes(text) else "surrogatepass").decode(
+            "utf-8", "backslashreplace")
+    return _html.escape(text, quote=True)
+
+
+def _fs_bytes(text: str) -> bool:
+    try:
+        text.encode("utf-8", "surrogateescape")
+        return True
+    except UnicodeEncodeError:
+        return False
