@@ -3,6 +3,7 @@
 The one call most people need is :func:`compare`; the building blocks it uses are public too.
 """
 
+from . import _sigterm  # noqa: F401 - first: as `gpudiff run`, a SIGTERM in the imports below exits 75
 from ._version import __version__
 from .errors import BackendUnavailable, ConfigError, GpudiffError, InputError
 from .io import read_image

@@ -10,6 +10,7 @@ __all__ = [
     "InputError",
     "ConfigError",
     "BackendUnavailable",
+    "StorageFull",
     "EXIT_OK",
     "EXIT_FAILED_ITEMS",
     "EXIT_USAGE",
@@ -38,6 +39,13 @@ class InputError(GpudiffError, ValueError):
 
 class ConfigError(GpudiffError, ValueError):
     """Options that contradict each other or are out of range."""
+
+
+class StorageFull(InputError):
+    """The disk (or a quota) filled up while writing: what was finished is kept; free space and
+    rerun the same command to resume. Exit code 75, as an interruption (the run is resumable)."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 class BackendUnavailable(GpudiffError, RuntimeError):

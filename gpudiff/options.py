@@ -147,21 +147,24 @@ class CompareOptions:
                 raise ConfigError(f"{flag} {value!r} is not one of {', '.join(choices)}")
         if self.metrics is not None:
             object.__setattr__(self, "metrics", _canonical_metrics(self.metrics))
-        if not (self.blur >= 0):
-            raise ConfigError(f"--blur {self.blur} must be >= 0 (a Gaussian sigma in pixels)")
+        if not (_finite(self.blur) and self.blur >= 0):
+            raise ConfigError(f"--blur {self.blur} must be a finite number >= 0 (a Gaussian sigma in pixels)")
         if int(self.upsample) != self.upsample or self.upsample < 1:
             raise ConfigError(f"--upsample {self.upsample} must be a whole number >= 1")
         object.__setattr__(self, "upsample", int(self.upsample))
-        if not (self.tolerance >= 0):
-            raise ConfigError(f"--tolerance {self.tolerance} must be >= 0")
-        if self.data_range is not None and not (self.data_range > 0):
-            raise ConfigError(f"--data-range {self.data_range} must be > 0")
+        if not (_finite(self.tolerance) and self.tolerance >= 0):
+            raise ConfigError(f"--tolerance {self.tolerance} must be a finite number >= 0")
+        if self.data_range is not None and not (_finite(self.data_range) and self.data_range > 0):
+            raise ConfigError(f"--data-range {self.data_range} must be a finite number > 0")
         if int(self.bins) != self.bins or not (2 <= self.bins <= 65536):
             raise ConfigError(f"--bins {self.bins} must be a whole number from 2 to 65536")
         object.__setattr__(self, "bins", int(self.bins))
         object.__setattr__(self, "bins_range", _check_bins_range(self.bins_range, self))
         if self.edge_threshold is not None and self.edges == "none":
             raise ConfigError("--edge-threshold needs --edges sobel or --edges prewitt")
+        if self.edge_threshold is not None and not (_finite(self.edge_threshold) and self.edge_threshold >= 0):
+            raise ConfigError(f"--edge-threshold {self.edge_threshold} must be a finite number >= 0 (a gradient "
+                              "magnitude)")
         if int(self.max_pixels) != self.max_pixels or self.max_pixels < 1:
             raise ConfigError(f"--max-pixels {self.max_pixels} must be a whole number >= 1")
         if int(self.page) != self.page or self.page < 0:
@@ -174,7 +177,7 @@ class CompareOptions:
             if not (0.0 <= value <= 1.0):
                 raise ConfigError(f"--min-confidence {self.min_confidence!r} must be 'auto' or a number from 0 to 1")
             object.__setattr__(self, "min_confidence", value)
-        if not (float(self.max_shift) > 0):
+        if not (_finite(self.max_shift) and float(self.max_shift) > 0):
             raise ConfigError(
                 f"--max-shift {self.max_shift} must be > 0: a fraction of the frame (below 1) or pixels"
             )
@@ -205,6 +208,16 @@ class CompareOptions:
         if d.get("metrics") is not None:
             d["metrics"] = tuple(d["metrics"])
         return cls(**d)
+
+
+def _finite(value) -> bool:
+    """True for a real, finite number (not inf, not nan, not a bool or a string)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return False
+    return math.isfinite(value)
 
 
 def parse_bins_range(value) -> tuple[float, float] | None:

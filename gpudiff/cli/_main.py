@@ -15,7 +15,7 @@ import os
 import sys
 
 from .._version import __version__
-from ..errors import EXIT_OK, EXIT_USAGE, ConfigError, GpudiffError
+from ..errors import EXIT_FAILED_ITEMS, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConfigError, GpudiffError
 from ..options import CompareOptions
 from ._parser import (
     _Parser,
@@ -124,7 +124,7 @@ def _cmd_run(args) -> int:
         scheduler=args.scheduler,
         workers=args.workers,
         prefetch=args.prefetch,
-        shard=parse_shard(args.shard) if args.shard else None,
+        shard=parse_shard(args.shard) if args.shard is not None else None,
         overwrite=args.overwrite,
         log_json=args.log_json,
         progress=False if args.no_progress else None,
@@ -138,6 +138,9 @@ def _cmd_run(args) -> int:
         event_options=None,
         storage_options=_storage_options(args),
     )
+    from .. import _sigterm  # noqa: PLC0415
+
+    _sigterm.set_phase("running")  # nothing was written before: from here, a SIGTERM is the run's to handle
     report = run(cfg, options)
     items = report.done + report.failed + report.pending
     if args.log_json:
@@ -164,6 +167,9 @@ def _cmd_run(args) -> int:
             print(f"  ... and {len(report.failures) - 5} more (gpudiff status {args.out})", file=sys.stderr)
         if report.pending:
             print("gpudiff run: interrupted; run the same command again to resume", file=sys.stderr)
+        elif report.exit_code == EXIT_INTERRUPTED:
+            print("gpudiff run: interrupted as the work finished; run the same command again to confirm",
+                  file=sys.stderr)
     return report.exit_code
 
 
@@ -222,6 +228,8 @@ def _background_options(args) -> dict | None:
 
 
 def _cmd_status(args) -> int:
+    if getattr(args, "verify", False):
+        return _cmd_verify(args)
     store = _open_result_store(args.store, args)
     summary = store.summary()
     if args.json:
@@ -229,6 +237,22 @@ def _cmd_status(args) -> int:
     else:
         print(_format_status(args.store, summary))
     return EXIT_OK
+
+
+def _cmd_verify(args) -> int:
+    """``gpudiff status --verify``: exit 0 when every finished chunk is complete, 1 when damaged
+    chunks were found (and re-marked pending / their pass reset)."""
+    from ..engine._store import ResultStore  # noqa: PLC0415
+    from ..engine._verify import format_verify  # noqa: PLC0415
+
+    opts = _storage_options(args)
+    store = ResultStore.open(args.store, mode="r+", **({} if opts is None else {"storage_options": opts}))
+    report = store.verify()
+    if args.json:
+        print(json.dumps(report, default=str))
+    else:
+        print(format_verify(report))
+    return EXIT_OK if report["clean"] else EXIT_FAILED_ITEMS
 
 
 def format_findings(f: dict) -> str:
@@ -249,9 +273,19 @@ def format_findings(f: dict) -> str:
     return "; ".join(parts)
 
 
+def _pass_word(name: str, p: dict) -> str:
+    if name == "background" and p.get("next_chunk"):
+        return f"background (at chunk {p['next_chunk']} of {p['n_chunks']}, {p['items_pending']} items to go)"
+    return f"{name} (not run)"
+
+
 def _format_status(path, s: dict) -> str:
-    lines = [f"{path}: {s.get('n_items', '?')} items: {s.get('done', 0)} done, {s.get('failed', 0)} failed, "
-             f"{s.get('pending', 0)} pending"]
+    head = (f"{path}: {s.get('n_items', '?')} items: {s.get('done', 0)} done, {s.get('failed', 0)} failed, "
+            f"{s.get('pending', 0)} pending")
+    if s.get("passes_pending"):
+        head += "; passes not finished: " + ", ".join(_pass_word(k, s["passes"][k]) for k in s["passes_pending"])
+        head += " (rerun the same command without --shard to finish them)"
+    lines = [head]
     for k in ("created", "last_write", "rate_items_per_s", "backend", "device"):
         if s.get(k) is not None:
             lines.append(f"  {k.replace('_', ' ')}: {s[k]}")
@@ -381,7 +415,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Run the command line; returns the exit code (0 ok, 2 usage/input errors)."""
+    """Run the command line; returns the exit code (0 ok, 1 failed items, 2 usage/input errors,
+    75 interrupted).
+
+    As the process's entry (``argv`` None) of ``gpudiff run``, a SIGTERM at any point ends it with
+    75, not 143: before the run starts, while it runs (it stops between items), and after it
+    (see :mod:`gpudiff._sigterm`).
+    """
+    if argv is not None:
+        return _main(argv)
+    from .. import _sigterm  # noqa: PLC0415
+
+    if sys.argv[1:2] == ["run"]:
+        _sigterm.install()
+    else:
+        _sigterm.uninstall()
+    code = _main(None)
+    _sigterm.set_phase("exiting")  # from here a SIGTERM flushes and exits 75 at once
+    if _sigterm.received() and code != EXIT_INTERRUPTED:
+        print("gpudiff run: interrupted while finishing: rerun the same command to resume", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    return code
+
+
+def _main(argv) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:

@@ -10,6 +10,7 @@ handler that runs it (``_cmd_<command>`` there), and ``gpudiff report`` register
 from __future__ import annotations
 
 import argparse
+import math
 import os
 
 from ..errors import EXIT_USAGE
@@ -66,11 +67,52 @@ def _prefetch_count(text: str) -> int:
 
 
 def _positive_int(text: str) -> int:
+    """A whole number (``1e6`` too); the options object checks its range."""
     try:
-        value = int(float(text)) if "e" in text.lower() else int(text)
-    except ValueError:
+        if "e" in text.lower():
+            f = float(text)
+            if not math.isfinite(f) or f != int(f):
+                raise ValueError(text)
+            return int(f)
+        return int(text)
+    except (ValueError, OverflowError):
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    return value
+
+
+def _count(lo: int, hi: int | None = None, what: str = "a whole number"):
+    """An argparse type: a whole number from ``lo`` (to ``hi``)."""
+
+    def parse(text: str) -> int:
+        value = _positive_int(text)
+        if value < lo or (hi is not None and value > hi):
+            span = f"from {lo} to {hi}" if hi is not None else f">= {lo}"
+            raise argparse.ArgumentTypeError(f"{text!r}: give {what} {span}")
+        return value
+
+    return parse
+
+
+def _number(*, above: float | None = None, at_least: float | None = None, what: str = "a number"):
+    """An argparse type: a finite float (never inf or nan), ``> above`` or ``>= at_least``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r}: give {what}, a finite number")
+        if above is not None and not value > above:
+            raise argparse.ArgumentTypeError(f"{text!r}: give {what} > {above:g}")
+        if at_least is not None and not value >= at_least:
+            raise argparse.ArgumentTypeError(f"{text!r}: give {what} >= {at_least:g}")
+        return value
+
+    return parse
+
+
+#: ``--chunk``: items per task and store chunk, 1 to 2^31 (gpudiff.engine._runner.MAX_CHUNK).
+_chunk_count = _count(1, 1 << 31, "a whole number of items")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -98,11 +140,12 @@ def add_compare_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--normalize", choices=("none", "minmax", "zscore", "histogram"), default=d.normalize,
                    help="exposure normalisation: minmax rescales each image to [0, 255] (a constant image "
                    "becomes 0), zscore to mean 0 / std 1, histogram matches moving's histogram to reference's")
-    g.add_argument("--blur", type=float, default=d.blur, metavar="SIGMA",
-                   help="Gaussian blur (sigma in pixels) before comparing, against noise")
+    g.add_argument("--blur", type=_number(at_least=0, what="a Gaussian sigma in pixels"), default=d.blur,
+                   metavar="SIGMA", help="Gaussian blur (sigma in pixels) before comparing, against noise")
     g.add_argument("--edges", choices=("none", "sobel", "prewitt"), default=d.edges,
                    help="compare gradient magnitudes instead of intensities")
-    g.add_argument("--edge-threshold", type=float, default=None, metavar="T",
+    g.add_argument("--edge-threshold", type=_number(at_least=0, what="a gradient magnitude"), default=None,
+                   metavar="T",
                    help="with --edges: binary edge maps (magnitude > T)")
     g.add_argument("--align", action="store_true",
                    help="estimate the translation (phase correlation) and compare over the overlap")
@@ -113,15 +156,16 @@ def add_compare_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-confidence", default=d.min_confidence, metavar="auto|C",
                    help="with --align: distrust a shift below this confidence (0-1); auto (default): phase "
                    "correlation must stand 5.5x above what unrelated images of that size give")
-    g.add_argument("--max-shift", type=float, default=d.max_shift, metavar="F|PX",
+    g.add_argument("--max-shift", type=_number(above=0, what="a fraction of the frame (below 1) or pixels"),
+                   default=d.max_shift, metavar="F|PX",
                    help=f"with --align: distrust a larger shift per axis, a fraction of the frame below 1, "
                    f"else pixels (default {d.max_shift:g})")
     g.add_argument("--on-bad-align", choices=("unaligned", "fail"), default=d.on_bad_align,
                    help="with --align, a distrusted shift: compare unaligned with a warning (default), "
                    "or fail the pair")
-    g.add_argument("--tolerance", type=float, default=d.tolerance,
+    g.add_argument("--tolerance", type=_number(at_least=0, what="a |difference|"), default=d.tolerance,
                    help="zero norm counts pixels with |difference| > TOLERANCE (default 0)")
-    g.add_argument("--data-range", type=float, default=None, metavar="R",
+    g.add_argument("--data-range", type=_number(above=0, what="a data range"), default=None, metavar="R",
                    help="data range for PSNR and SSIM (default: from the dtype)")
     g.add_argument("--bins", type=_positive_int, default=d.bins, help="histogram bins (default 256)")
     g.add_argument("--bins-range", default=d.bins_range, metavar="auto|dtype|LO:HI",
@@ -190,7 +234,8 @@ def add_sequence_options(p: argparse.ArgumentParser) -> None:
                      metavar="METHOD",
                      help=f"dense optical flow per pair: flow_mean, flow_p95 (pixels), flow_valid; METHOD "
                      f"{'|'.join(FLOW_METHODS)} (default {DEFAULT_FLOW_METHOD})")
-    seq.add_argument("--flow-radius", type=_positive_int, default=7, help="lk's window radius (default 7)")
+    seq.add_argument("--flow-radius", type=_count(1, 1024, "a window radius in pixels"), default=7,
+                     help="lk's window radius (default 7)")
     seq.add_argument("--no-flow-check", action="store_true",
                      help="skip the forward-backward check (one flow per pair instead of two; motion measured on "
                      "every pixel)")
@@ -240,14 +285,14 @@ def add_run_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="compare the frames of a sequence (or a pair manifest) into a Zarr store",
                        description="Batch: a folder/glob of images, a multi-page TIFF/OME-TIFF, a Zarr array, "
                        "a video or a CSV pair manifest -> a resumable Zarr result store. Exit codes: 0 done, "
-                       "1 finished with failed items, 2 usage/input error, 75 interrupted (rerun to resume).")
+                       "1 finished with failed items, 2 usage/input error, 75 interrupted or disk full (rerun to resume).")
     p.add_argument("source", help="folder, glob, .tif stack, .zarr array, video, or manifest.csv")
     p.add_argument("--out", required=True, metavar="STORE.zarr",
                    help="the result store (created or resumed): a folder, or a URL such as s3://bucket/results.zarr")
     p.add_argument("--component", default=None, help="array path inside a Zarr store")
     p.add_argument("--pairs", choices=("consecutive", "first"), default="consecutive",
                    help="consecutive: frame t-1 with t (default); first: every frame with frame 0")
-    p.add_argument("--chunk", type=_positive_int, default=64,
+    p.add_argument("--chunk", type=_chunk_count, default=64,
                    help="items per task and store chunk (default 64: larger amortises store writes, "
                    "smaller loses less work to a kill)")
     p.add_argument("--save-maps", default="", metavar="diff,flow,foreground,labels",
@@ -257,7 +302,7 @@ def add_run_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--scheduler", default=None,
                    help="threads (default: local threads), local:N (N worker processes), cuda "
                    "(dask-cuda, a worker per GPU), or tcp://host:port of a running scheduler")
-    p.add_argument("--workers", type=_positive_int, default=None, help="threads of the local scheduler")
+    p.add_argument("--workers", type=_count(1, what="a number of threads"), default=None, help="threads of the local scheduler")
     p.add_argument("--prefetch", type=_prefetch_count, default=None, metavar="N",
                    help="frames each task reads ahead, N requests in flight (default: 8 for s3://, gs://, "
                    "http(s):// sources, whose latency it hides; 0 for local files)")
@@ -275,14 +320,16 @@ def add_dedup_parser(sub) -> argparse.ArgumentParser:
     """``gpudiff dedup SOURCE``: keep only the frames where something changed."""
     p = sub.add_parser("dedup", help="keep only the frames where something changed (time-lapse)",
                        description="Compare each frame with the last kept frame; keep it when it changed. "
-                       "Exit codes: 0 done, 1 some frames unreadable (recorded), 2 usage/input error.")
+                       "Exit codes: 0 done, 1 some frames unreadable (recorded), 2 usage/input error, "
+                       "75 disk full (free space and rerun to resume).")
     p.add_argument("source", help="folder, glob, .tif stack, .zarr array, video or GIF")
     p.add_argument("--out", default=None, metavar="STORE.zarr", help="write every decision to a (resumable) store")
     p.add_argument("--explain", action="store_true", help="print each frame's decision, score and reason")
     p.add_argument("--json", action="store_true", help="print each decision as a JSON line")
     p.add_argument("--component", default=None, help="array path inside a Zarr store")
-    p.add_argument("--chunk", type=_positive_int, default=64, help="frames per store chunk")
-    p.add_argument("--workers", type=_positive_int, default=None, help="parallel tasks (default: CPU count)")
+    p.add_argument("--chunk", type=_chunk_count, default=64, help="frames per store chunk")
+    p.add_argument("--workers", type=_count(1, what="a number of parallel tasks"), default=None,
+                   help="parallel tasks (default: CPU count)")
     p.add_argument("--overwrite", action="store_true", help="delete an existing store and start again")
     add_storage_options(p)
     add_dedup_options(p)
@@ -296,8 +343,9 @@ def add_watch_parser(sub) -> argparse.ArgumentParser:
                        "copied to --keep-dir when it changed. State is kept on disk: a restart continues.")
     p.add_argument("folder", help="the folder the camera writes into (never modified)")
     p.add_argument("--state", default=None, help="state file (default KEEP_DIR/.gpudiff-watch.json)")
-    p.add_argument("--interval", type=float, default=2.0, help="seconds between polls (default 2)")
-    p.add_argument("--settle", type=float, default=1.0,
+    p.add_argument("--interval", type=_number(above=0, what="seconds between polls"), default=2.0,
+                   help="seconds between polls (default 2)")
+    p.add_argument("--settle", type=_number(at_least=0, what="seconds"), default=1.0,
                    help="a file is complete once unchanged for this many seconds (default 1)")
     p.add_argument("--once", action="store_true", help="decide what is there now and exit (cron)")
     add_dedup_options(p)
@@ -309,6 +357,11 @@ def add_status_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="done / failed / pending of a result store, and what failed")
     p.add_argument("store", help="a result store (results.zarr, or its s3:// URL) made by gpudiff run")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--verify", action="store_true",
+                   help="read every chunk of every array: a finished chunk whose data is missing or "
+                        "unreadable (a crash without atomic rename, a power loss) is reported and re-marked "
+                        "pending, so rerunning the same command recomputes it. Exit 0 clean, 1 found and "
+                        "re-marked (run it while no run writes the store)")
     add_storage_options(p)
     return p
 

@@ -2,7 +2,8 @@
 
 The fused pass, SSIM and the histogram distances are numba functions compiled on first use for each
 argument signature (dtype, layout) and then kept in numba's on-disk cache (``__pycache__`` beside
-the package, or ``NUMBA_CACHE_DIR``). A fresh install pays 3-7 s per signature inside its first run
+the package, ``~/.cache/numba``, or ``NUMBA_CACHE_DIR``: see :mod:`gpudiff._numba_cache` for an
+install where none is writable). A fresh install pays 3-7 s per signature inside its first run
 (the demo: 7.0 s cold, 1.0 s warm); loading a cached signature takes 0.01-0.2 s. ``warmup`` calls the
 public functions once on tiny inputs of every signature a run commonly needs, so that cost is paid
 at install time (``scripts/_venv.sh`` runs it after installing) instead of inside a job.

@@ -29,6 +29,29 @@ class ChunkResult:
     abandoned: bool = False
     failures: list = field(default_factory=list)
     seconds: float = 0.0
+    #: Why the chunk could not be written (disk full...), from a Dask worker process: returned, not
+    #: raised, so the worker logs no traceback; the run raises it (:func:`raise_write_error`).
+    write_error: str = ""
+    write_exit: int = 0
+
+
+def raise_write_error(results) -> None:
+    """Raise the first chunk write failure a worker returned, as the one-line error it was."""
+    from ..errors import EXIT_INTERRUPTED, InputError, StorageFull  # noqa: PLC0415
+
+    for r in results:
+        if getattr(r, "write_error", ""):
+            raise (StorageFull if r.write_exit == EXIT_INTERRUPTED else InputError)(r.write_error)
+
+
+def _in_dask_worker() -> bool:
+    try:
+        from distributed import get_worker  # noqa: PLC0415
+
+        get_worker()
+        return True
+    except Exception:  # noqa: BLE001 (not installed, or not in a worker)
+        return False
 
 
 def process_chunk(source, c: int, start: int, refs, movs, options: CompareOptions, out, save_maps=(),
@@ -86,7 +109,14 @@ def process_chunk(source, c: int, start: int, refs, movs, options: CompareOption
     finally:
         frames.close()
     columns.update(maps)
-    store.write_chunk(c, columns, status, errors)
+    try:
+        store.write_chunk(c, columns, status, errors)
+    except GpudiffError as exc:
+        if not _in_dask_worker():
+            raise
+        res.write_error, res.write_exit = str(exc), exc.exit_code
+        res.abandoned = True  # not written: it stays pending
+        return res
     res.seconds = time.perf_counter() - t0
     return res
 

@@ -122,7 +122,30 @@ def _plain(value) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def normal_source_spec(spec):
+    """One spelling of a source: a local path absolute and normalised (``frames/``, ``./frames``
+    and ``/abs/frames`` are one source); a URL (``s3://``, ``https://``) as written but for a
+    trailing ``/``. Anything else is returned as is."""
+    if not isinstance(spec, str) or not spec:
+        return spec
+    if "://" in spec:
+        return spec.rstrip("/") or spec
+    return os.path.normpath(os.path.abspath(spec))
+
+
+def normal_source_key(config):
+    """``config`` with its ``source.spec`` in :func:`normal_source_spec`'s spelling (a copy; the
+    input is not changed)."""
+    src = config.get("source") if isinstance(config, dict) else None
+    if not isinstance(src, dict) or not isinstance(src.get("spec"), str):
+        return config
+    return {**config, "source": {**src, "spec": normal_source_spec(src["spec"])}}
+
+
 def _config_mismatch(path, old, new) -> ConfigError | None:
+    # a store made before specs were normalised records the source as it was typed: compare both
+    # sides normalised, so `frames/`, `./frames` and the absolute path resume one another
+    old, new = normal_source_key(old), normal_source_key(new)
     d = _first_difference(old, new)
     if d is None:
         return None

@@ -91,6 +91,26 @@ def _task(source, c, start, refs, movs, options, out, save_maps, seq=None, prefe
     return process_chunk(source, c, start, refs, movs, options, out, save_maps, seq=seq, prefetch=prefetch)
 
 
+#: Seconds to wait for a ``--scheduler tcp://...`` to answer before giving up with a one-line error.
+CONNECT_TIMEOUT_S = 10
+
+
+def _connect(Client, address: str):
+    """A client of the running scheduler at ``address``, or a one-line ConfigError naming it and the
+    fix when none answers within CONNECT_TIMEOUT_S."""
+    try:
+        return Client(address, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, ValueError) as exc:
+        why = " ".join(str(exc).split()) or type(exc).__name__
+        if len(why) > 160:
+            why = why[:157] + "..."
+        raise ConfigError(
+            f"--scheduler {address}: no Dask scheduler answered there within {CONNECT_TIMEOUT_S} s ({why}): "
+            "start one (`dask scheduler`, then `dask worker ADDRESS`), fix the address, or drop --scheduler "
+            "to run on local threads"
+        ) from None
+
+
 def _execute_distributed(sched: str, cfg: RunConfig, tasks, progress) -> list[ChunkResult]:
     try:
         from dask.distributed import Client, LocalCluster, as_completed  # noqa: PLC0415
@@ -112,7 +132,7 @@ def _execute_distributed(sched: str, cfg: RunConfig, tasks, progress) -> list[Ch
         cluster = LocalCUDACluster()
         client = Client(cluster)
     elif "://" in sched:
-        client = Client(sched)
+        client = _connect(Client, sched)
     else:
         raise ConfigError(f"--scheduler {sched!r}: use threads, local:N, cuda or tcp://host:port")
     results = []

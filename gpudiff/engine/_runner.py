@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,8 +25,11 @@ from .. import backend as _backend
 from ..errors import EXIT_FAILED_ITEMS, EXIT_INTERRUPTED, EXIT_OK, ConfigError
 from ..options import CompareOptions
 from ..sequence._motion import DEFAULT_FLOW_METHOD, FLOW_METHODS
+from ._chunk import raise_write_error
+from ._config import normal_source_key
 from ._execute import _execute
 from ._passes import background_pass, events_pass
+from ._verify import clean_after_run, clean_before_run
 from ._plan import Plan, Shard, make_plan, shard_from_env
 from ._progress import _Progress, _ticking_into
 from ._signals import _STOP, _install_stop_handlers, _restore_handlers
@@ -38,6 +41,46 @@ __all__ = ["RunConfig", "RunReport", "run", "MAP_KINDS"]
 
 #: Per-pixel maps a run can save (``--save-maps``).
 MAP_KINDS = ("diff", "flow", "foreground", "labels")
+#: The largest ``--chunk``: items per task and per store chunk (beyond it, a chunk's arrays alone
+#: would not fit any machine's memory).
+MAX_CHUNK = 1 << 31
+
+
+def store_chunk(chunk: int, n_items: int) -> int:
+    """The store's (and the plan's) items per chunk: ``chunk``, but no more than there are items
+    (at least 1), so memory follows the work, not the flag (``--chunk 100000000`` on 9 items)."""
+    return max(1, min(int(chunk), int(n_items)))
+
+
+def _whole_in(value, lo: int, hi: int) -> bool:
+    """True for a whole number from ``lo`` to ``hi`` (not a bool, not nan/inf)."""
+    try:
+        return not isinstance(value, bool) and int(value) == value and lo <= value <= hi
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+def check_chunk(chunk) -> int:
+    """``--chunk`` as a whole number from 1 to :data:`MAX_CHUNK`, or a one-line ConfigError."""
+    if not _whole_in(chunk, 1, MAX_CHUNK):
+        raise ConfigError(f"--chunk {chunk}: give a whole number of items from 1 to {MAX_CHUNK} (default 64)")
+    return int(chunk)
+
+
+def check_scheduler(sched: str | None) -> None:
+    """Refuse a ``--scheduler`` that cannot work before anything starts: ``local:N`` needs N >= 1."""
+    text = (sched or "threads").strip()
+    if text in ("threads", "sync", "cuda") or "://" in text:
+        return
+    if text.startswith("local:"):
+        try:
+            n = int(text.split(":", 1)[1])
+        except ValueError:
+            raise ConfigError(f"--scheduler {text}: write local:N with N worker processes, e.g. local:4") from None
+        if n < 1:
+            raise ConfigError(f"--scheduler local:N needs N >= 1 worker processes (got {text}): e.g. --scheduler local:4")
+        return
+    raise ConfigError(f"--scheduler {text!r}: use threads, local:N, cuda or tcp://host:port")
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -96,6 +139,11 @@ class RunConfig:
             raise ConfigError(f"--prefetch {self.prefetch}: give a whole number of frames from 0 to 256")
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"--workers {self.workers} must be >= 1")
+        object.__setattr__(self, "chunk", check_chunk(self.chunk))
+        check_scheduler(self.scheduler)
+        if self.flow and not _whole_in(self.flow_radius, 1, 1024):
+            raise ConfigError(f"--flow-radius {self.flow_radius}: give lk's window radius in pixels, "
+                              "a whole number from 1 to 1024 (default 7)")
 
 
 @dataclass
@@ -241,7 +289,7 @@ def _run_config_key(options: CompareOptions, cfg: RunConfig, source, plan: Plan,
         "pairs": cfg.pairs if source.pairs() is None else "manifest",
         "chunk": plan.chunk,
         "n_items": plan.n_items,
-        "source": source.fingerprint(),
+        "source": normal_source_key({"source": source.fingerprint()})["source"],
         "fields": [f.name for f in fields],
         "save_maps": list(cfg.save_maps),
         "sequence": {"flow": cfg.flow, "flow_radius": cfg.flow_radius, "events": cfg.events,
@@ -258,7 +306,19 @@ def run(cfg: RunConfig, options: CompareOptions, *, stream=None) -> RunReport:
     Exit codes: 0 everything of this shard done; 1 finished but some items failed (recorded);
     75 interrupted (SIGTERM): resume later with the same command. Input and configuration errors
     found before starting raise (the CLI's exit code 2).
+
+    SIGTERM/SIGINT stop the run from its first line to its last (opening the source, the
+    comparisons, the sequence passes): each sets the stop event the stages read.
     """
+    _STOP.clear()
+    old = _install_stop_handlers()
+    try:
+        return _run(cfg, options, stream=stream)
+    finally:
+        _restore_handlers(old)
+
+
+def _run(cfg: RunConfig, options: CompareOptions, *, stream=None) -> RunReport:
     from ..io import open_source  # noqa: PLC0415
     from ..io._remote import is_remote  # noqa: PLC0415
     from ._store import ResultStore  # noqa: PLC0415
@@ -269,23 +329,37 @@ def run(cfg: RunConfig, options: CompareOptions, *, stream=None) -> RunReport:
                          **_source_storage_options(cfg, open_source))
     _check_sequence_length(cfg, len(source))
     plan = make_plan(len(source), pairs=cfg.pairs, explicit=source.pairs(), chunk=cfg.chunk)
+    plan = replace(plan, chunk=store_chunk(cfg.chunk, plan.n_items))
     options, bins_note = _resolve_bins_range(options, source)
     fields = _fields(options, cfg, source)
     attrs = _store_attrs(options, cfg, source, fields)
-    config = _run_config_key(options, cfg, source, plan, fields)
-    store = ResultStore.create_or_open(cfg.out, n_items=plan.n_items, chunk=plan.chunk, fields=fields,
-                                       attrs=attrs, config=config, overwrite=cfg.overwrite,
-                                       initial=_initial_columns(source, plan, fields),
-                                       **({"storage_options": cfg.storage_options} if is_remote(cfg.out) else {}))
+
+    def open_store(plan):
+        return ResultStore.create_or_open(
+            cfg.out, n_items=plan.n_items, chunk=plan.chunk, fields=fields, attrs=attrs,
+            config=_run_config_key(options, cfg, source, plan, fields), overwrite=cfg.overwrite,
+            initial=_initial_columns(source, plan, fields),
+            **({"storage_options": cfg.storage_options} if is_remote(cfg.out) else {}))
+
+    try:
+        store = open_store(plan)
+    except ConfigError as exc:
+        if plan.chunk == cfg.chunk:
+            raise
+        # a store made before --chunk was clamped to the item count records the chunk as given
+        try:
+            plan = replace(plan, chunk=int(cfg.chunk))
+            store = open_store(plan)
+        except ConfigError:
+            raise exc from None
     shard = cfg.shard or shard_from_env()
     mine = plan.shard_chunks(shard)
+    started = clean_before_run(store)  # temporaries killed writers left (older than an hour)
     pending = store.pending_chunks(mine)
     report = RunReport(EXIT_OK, chunks_skipped=len(mine) - len(pending), bins_note=bins_note)
     progress = _Progress(sum(plan.chunk_slice(c).stop - plan.chunk_slice(c).start for c in pending),
                          len(pending), log_json=cfg.log_json, bar=cfg.progress, every_s=cfg.log_every_s,
                          stream=stream)
-    _STOP.clear()
-    old = _install_stop_handlers() if cfg.background else None
     try:
         with _ticking_into(progress):
             results = _execute(cfg, source, plan, pending, options, progress)
@@ -293,9 +367,8 @@ def run(cfg: RunConfig, options: CompareOptions, *, stream=None) -> RunReport:
         bg_pending = _sequence_passes(cfg, source, plan, store, mine, options, progress)
     finally:
         progress.close()
-        if old is not None:
-            _restore_handlers(old)
     _tally(report, cfg, plan, store, mine, results, bg_pending)
+    clean_after_run(store, mine, started, finished=not report.pending and not report.interrupted)
     report.elapsed_s = time.monotonic() - t0
     return report
 
@@ -369,6 +442,7 @@ def _sequence_passes(cfg: RunConfig, source, plan: Plan, store, mine, options: C
 def _tally(report: RunReport, cfg: RunConfig, plan: Plan, store, mine, results, bg_pending: int) -> None:
     """Fill the report from the chunk results and the store's status of this shard's chunks, and
     set its exit code."""
+    raise_write_error(results)  # a chunk a worker process could not write (disk full...): one line
     for r in results:
         if r.abandoned:
             continue
@@ -383,7 +457,7 @@ def _tally(report: RunReport, cfg: RunConfig, plan: Plan, store, mine, results, 
     if cfg.background and bg_pending and not report.pending:
         report.pending = bg_pending  # the items are done, their foreground is not yet
     report.interrupted = _STOP.is_set() and report.pending > 0
-    if report.pending:
+    if report.pending or _STOP.is_set():  # a SIGTERM even as the work finished: 75, a rerun confirms
         report.exit_code = EXIT_INTERRUPTED
     elif report.failed:
         report.exit_code = EXIT_FAILED_ITEMS

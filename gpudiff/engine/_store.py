@@ -29,12 +29,23 @@ Safety, in the order things happen:
   is complete. Nothing else is written during a run (no attribute updates).
 * **Kill safety.** zarr's ``LocalStore`` writes each chunk to ``<key>.<uuid>.partial`` and renames it
   into place (``zarr.storage._local._atomic_write``), so a killed writer leaves every chunk file
-  either absent, old or complete. Readers never look at ``.partial`` files;
-  :meth:`ResultStore.clean_stale_temporaries` removes old ones. A chunk file that cannot be read
-  (for example, truncated by a power loss: zarr does not fsync) reads as fill values, so its
-  status chunk reads as pending and the chunk is redone.
+  either absent, old or complete. Readers never look at ``.partial`` files. They are removed
+  (:mod:`gpudiff.engine._verify`): at a run's start those older than an hour (of any chunk: no
+  live writer keeps one that long), and at the end of a run that finished its chunks those older
+  than both the run's start and 10 s, of its own chunks only (no other shard writes them; a
+  duplicate of the same shard racing it renames its temporaries within the grace); a run owning
+  every chunk also removes the creation temporaries (``.NAME.tmp-*``) and resume-file temporaries
+  under the same rule. A run that did not finish removes only the hour-old ones.
+* **Lost data chunks.** Where a rename is not atomic (some NFS setups) or after a power loss
+  (zarr does not fsync) a finished chunk's data file may be missing, truncated or garbled while
+  its status says done. Every write stores its chunks even when they hold only fill values
+  (zarr's ``write_empty_chunks``, attribute ``write_empty_chunks``), so ``gpudiff status --verify``
+  (:meth:`ResultStore.verify`) can tell a lost chunk from an empty one: it reads every chunk of
+  every array and re-marks a damaged one pending, so a rerun recomputes exactly those.
 * **Disk full.** ``ENOSPC`` (or a quota) while writing chunk ``c`` raises
-  :class:`~gpudiff.errors.InputError`; the chunk's status is not set, finished chunks stay valid.
+  :class:`~gpudiff.errors.StorageFull` (one line, exit 75: free space and rerun to resume); the
+  chunk's status is not set, finished chunks stay valid. No permission (or a read-only
+  filesystem) is one line naming the path, exit 2.
 
 On an object store (``s3://bucket/results.zarr``; ``gs://``, ``memory://`` alike) there is no rename
 and no directory, so each guarantee above is met another way (zarr's ``FsspecStore`` over the fsspec
@@ -162,6 +173,9 @@ class ResultStore:
             where = _zarr_store(self._fs, self._fs_root, mode == "r") if remote else self.path
             self._group = zarr.open_group(where, mode=zmode, zarr_format=3)
             self._arrays = {name: self._group[name] for name in (*_BUILTIN, *names)}
+            if zmode == "r+":
+                # every chunk written is stored, even one of fill values only (see `verify`)
+                self._arrays = {name: _write_all_chunks(a) for name, a in self._arrays.items()}
         except KeyError as e:
             raise InputError(
                 f"{self.path} is not a gpudiff result store: array {e} is missing (damaged store: "
@@ -538,7 +552,28 @@ class ResultStore:
             "device": self.attrs.get("device"),
             "source": self.attrs.get("source"),
             "findings": self.findings(status),
+            **self._passes_summary(),
         }
+
+    def _passes_summary(self) -> dict:
+        """``passes`` (the sequence passes' state) and ``passes_pending`` (their names) for summaries."""
+        from ._verify import passes_state  # noqa: PLC0415
+
+        passes = passes_state(self)
+        if not passes:
+            return {}
+        return {"passes": passes, "passes_pending": [k for k, v in passes.items() if v["state"] != "done"]}
+
+    def verify(self, *, repair: bool = True) -> dict:
+        """Read every chunk of every array and check it against the status: a done or failed chunk
+        whose data is missing or unreadable is re-marked pending (with ``repair``), so a rerun of the
+        same command recomputes it; a damaged pass column resets that pass. The rules and the
+        report: :func:`gpudiff.engine._verify.verify`."""
+        from ._verify import verify  # noqa: PLC0415
+
+        if repair and self.mode == "r":
+            raise ValueError(f"{self.path} is open read-only: open it with mode='r+' to repair")
+        return verify(self, repair=repair)
 
     def findings(self, status=None) -> dict:
         """What the sequence passes and the alignment found, over the done items, for summaries:
@@ -650,9 +685,14 @@ class ResultStore:
         if not self.is_remote:
             p = os.path.join(self.path, name)
             tmp = f"{p}.tmp{os.getpid()}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, p)
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, p)
+            except OSError as e:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise _write_error(self.path, e, f"writing {name}") from None
             return
         from ..io._remote import remote_error  # noqa: PLC0415
 
@@ -729,6 +769,14 @@ class StoreRef:
 
     def open(self, mode: str = "r+") -> ResultStore:
         return ResultStore.open(self.url, mode=mode, storage_options=self._storage_options)
+
+
+def _write_all_chunks(arr):
+    """``arr`` with zarr's ``write_empty_chunks`` on (where this zarr has it)."""
+    try:
+        return arr.with_config({"write_empty_chunks": True})
+    except (AttributeError, TypeError, ValueError):
+        return arr
 
 
 def _filesystem(url: str, storage_options: dict | None):

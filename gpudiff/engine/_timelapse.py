@@ -13,6 +13,7 @@ or mtime moved since the last poll, or it does not decode) waits for the next po
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -87,27 +88,54 @@ def save_frame(frame: np.ndarray, path: Path) -> Path:
     ext = ".tif" if frame.dtype.kind == "f" else ".png"
     path = path.with_suffix(ext)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    if ext == ".png":
-        import imagecodecs  # noqa: PLC0415
+    try:
+        if ext == ".png":
+            import imagecodecs  # noqa: PLC0415
 
-        tmp.write_bytes(imagecodecs.png_encode(np.ascontiguousarray(frame)))
-    else:
-        import tifffile  # noqa: PLC0415
+            tmp.write_bytes(imagecodecs.png_encode(np.ascontiguousarray(frame)))
+        else:
+            import tifffile  # noqa: PLC0415
 
-        tifffile.imwrite(tmp, frame)
-    os.replace(tmp, path)
+            tifffile.imwrite(tmp, frame)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise _keep_error(path, tmp, e) from None
     return path
+
+
+def _keep_error(dst: Path, tmp: Path, e: OSError):
+    """A kept frame that could not be written: the temporary removed (never a 0-byte file left), and
+    one line (disk full: exit 75, rerun to resume; no permission: exit 2)."""
+    from ._zarrfiles import _disk_error  # noqa: PLC0415
+
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+    return _disk_error(dst.parent, e, f"writing {dst.name}")
 
 
 def _keep_file(source, i: int, kd: Path, link: bool) -> Path:
     """Copy (or hard-link) a kept frame into the keep folder; a stack's frame becomes a file."""
     if getattr(source, "kind", "") == "folder":
-        src = Path(source.label(i))
-        dst = kd / src.name
+        # the file's own path (a label writes bytes that are not UTF-8 as \xNN)
+        src = Path(source._path(i) if hasattr(source, "_path") else source.label(i))
+        dst = _inside(kd, src.name)
         if dst.exists() and dst.stat().st_size == src.stat().st_size:
             return dst  # a resumed run copied it already
         return _copy_into(src, kd, link)
-    return save_frame(source.read(i), kd / f"frame_{i:06d}")
+    return save_frame(source.read(i), _inside(kd, f"frame_{i:06d}"))
+
+
+def _inside(kd: Path, name: str) -> Path:
+    """``kd / name`` for a kept frame, never outside ``kd`` whatever the input's names: only the last
+    component of ``name`` counts ('../x.png' and '/abs/x.png' are 'x.png'); '', '.' and '..' are
+    refused (no file has those names)."""
+    base = os.path.basename(str(name).rstrip("/"))  # a backslash is part of a Linux file name
+    if base in ("", ".", ".."):
+        raise InputError(f"--keep-dir {kd}: a frame named {name!r} has no file name to keep it under")
+    dst = kd / base
+    if os.path.dirname(os.path.abspath(dst)) != os.path.abspath(kd):  # pragma: no cover - by construction
+        raise InputError(f"--keep-dir {kd}: {name!r} would be written outside the keep folder")
+    return dst
 
 
 # ---- dedup over a source into a store -----------------------------------------------------------
@@ -152,7 +180,19 @@ def run_dedup(
     state = None
     restored: dict = {}
     if out:
-        store = _dedup_store(out, source, options, n, chunk, overwrite, storage_options)
+        # memory follows the frames, not --chunk: no chunk larger than the source (a store made
+        # before this clamp records the chunk as given, and resumes with it)
+        given, chunk = chunk, max(1, min(int(chunk), n))
+        try:
+            store = _dedup_store(out, source, options, n, chunk, overwrite, storage_options)
+        except ConfigError as exc:
+            if chunk == given:
+                raise
+            try:
+                chunk = int(given)
+                store = _dedup_store(out, source, options, n, chunk, overwrite, storage_options)
+            except ConfigError:
+                raise exc from None
         start, state, restored = _resume_point(store, n, chunk)
 
     report = DedupRunReport(frames=n)
@@ -284,12 +324,16 @@ class WatchReport:
 
 
 def _atomic_json(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise _keep_error(path, Path(tmp) if tmp else path.with_name(f".{path.name}.none"), e) from None
 
 
 def _list_images(folder: Path, ignore: set) -> list[Path]:
@@ -454,16 +498,19 @@ def _decide_file(judge: Deduplicator, index: int, frame, p: Path, kd: Path, link
 
 def _copy_into(p: Path, kd: Path, link: bool) -> Path:
     """``p`` copied (or hard-linked) into ``kd`` under its own name, atomically (temp, then rename)."""
-    dst = kd / p.name
-    tmp = kd / f".{p.name}.tmp{os.getpid()}"
-    if tmp.exists():
-        tmp.unlink()  # left by a killed run of this process id
-    if link:
-        try:
-            os.link(p, tmp)
-        except OSError:  # another filesystem: copy instead
+    dst = _inside(kd, p.name)
+    tmp = kd / f".{dst.name}.tmp{os.getpid()}"
+    try:
+        if os.path.lexists(tmp):  # lexists: a link planted there is removed, never written through
+            tmp.unlink()  # left by a killed run of this process id
+        if link:
+            try:
+                os.link(p, tmp)
+            except OSError:  # another filesystem: copy instead
+                shutil.copy2(p, tmp)
+        else:
             shutil.copy2(p, tmp)
-    else:
-        shutil.copy2(p, tmp)
-    os.replace(tmp, dst)
+        os.replace(tmp, dst)
+    except OSError as e:
+        raise _keep_error(dst, tmp, e) from None
     return dst

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..backend import is_device_array
-from ..errors import InputError
+from ..errors import InputError, StorageFull
 from ._config import _gpudiff_version, _now, _versions
 from ._schema import PENDING, STORE_VERSION
 
@@ -56,9 +56,21 @@ def _set_together(writes, sl: slice) -> None:
     sync(_all())
 
 
+_NO_PERMISSION = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
 def _disk_error(path, e: OSError, doing: str) -> InputError:
+    """A failed local write as one line: disk full (:class:`StorageFull`, exit 75: free space and
+    rerun to resume), no permission / read-only filesystem (exit 2), or another OS error (exit 2)."""
     if e.errno in _DISK_FULL:
-        return InputError(f"{path}: disk full while {doing}: free space and rerun; finished chunks are kept")
+        return StorageFull(f"{path}: disk full while {doing}: free space and rerun; finished chunks are kept")
+    if e.errno in _NO_PERMISSION:
+        where = getattr(e, "filename", None) or path
+        why = "read-only filesystem" if e.errno == errno.EROFS else "permission denied"
+        return InputError(
+            f"{path}: cannot write ({why}: {where}) while {doing}: make it writable for this user "
+            "(chmod/chown, or a writable mount), or choose another output path"
+        )
     return InputError(
         f"{path}: cannot write ({e.strerror or e}) while {doing}: check the path and permissions"
     )
@@ -162,7 +174,10 @@ def _create(path: Path, n_items, chunk, fields, attrs, config, initial) -> bool:
     """Build the store in a temporary sibling and rename it onto ``path``. True if this won."""
     import zarr  # noqa: PLC0415
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _disk_error(path, e, "creating the store's folder") from None
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
     all_attrs = {
         "gpudiff_store_version": STORE_VERSION,
@@ -172,6 +187,9 @@ def _create(path: Path, n_items, chunk, fields, attrs, config, initial) -> bool:
         "chunk": chunk,
         "fields": [f.name for f in fields],
         "versions": _versions(),
+        # every chunk a write touches is stored, even one of fill values only (zarr's
+        # write_empty_chunks): so `gpudiff status --verify` can tell a lost chunk from an empty one
+        "write_empty_chunks": True,
         **attrs,  # may give gpudiff_version and versions; never the reserved keys (checked)
         "config": config,
     }
@@ -213,9 +231,11 @@ def _create(path: Path, n_items, chunk, fields, attrs, config, initial) -> bool:
         try:
             os.rename(tmp, path)  # atomic; fails when another process's store is already there
             return True
-        except OSError:
+        except OSError as e:
             if _has_store_meta(path):
                 return False  # lost the race: the winner's store is complete
+            if e.errno in _DISK_FULL or e.errno in _NO_PERMISSION:
+                raise _disk_error(path, e, "creating the store") from None
             raise InputError(
                 f"{path} exists and is not a gpudiff result store: choose another output path, or remove it"
             ) from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 
 import numpy as np
@@ -66,7 +68,14 @@ def write_heatmap(path, diff, *, vmax: float | None = None) -> None:
     parent = os.path.dirname(os.path.abspath(os.fspath(path)))
     if not os.path.isdir(parent):
         raise InputError(f"--diff-map {path}: folder {parent} does not exist: create it or choose another path")
+    # a temporary beside it, renamed into place: a failure (disk full) never leaves a 0-byte PNG
+    tmp = os.path.join(parent, f".{os.path.basename(os.fspath(path))}.tmp{os.getpid()}")
     try:
-        Image.fromarray(rgb).save(os.fspath(path), format="PNG")
+        Image.fromarray(rgb).save(tmp, format="PNG")
+        os.replace(tmp, os.fspath(path))
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise InputError(f"--diff-map {path}: disk full: free space (or choose another path) and rerun") from None
         raise InputError(f"--diff-map {path}: cannot write ({exc.strerror or exc}): check the path and permissions") from None

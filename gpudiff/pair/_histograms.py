@@ -134,6 +134,9 @@ _FUNCS = {
 }
 
 
+from .._numba_cache import cached_njit, prepare_cache_dir
+
+prepare_cache_dir()
 try:
     import numba as _numba
 except ImportError:  # pragma: no cover
@@ -141,7 +144,7 @@ except ImportError:  # pragma: no cover
 
 if _numba is not None:
 
-    @_numba.njit(cache=True, nogil=True)
+    @cached_njit(nogil=True)
     def _all_distances(ha, hb, normalize):  # pragma: no cover - compiled; tested through histogram_distances
         """The seven distances of HISTOGRAM_DISTANCES in one compiled pass (same definitions as the
         NumPy functions above; sums run in bin order instead of NumPy's pairwise order)."""

@@ -23,6 +23,9 @@ import numpy as np
 from .. import backend as _backend
 from ..errors import ConfigError, InputError
 
+from .._numba_cache import cached_njit, prepare_cache_dir
+
+prepare_cache_dir()
 try:  # optional: the fused CPU path
     import numba
 except ImportError:  # pragma: no cover - exercised where numba is absent
@@ -65,7 +68,7 @@ if numba is not None:
     # to ~1e-15, far below the 1e-6 agreement asked of the two paths.
     _FASTMATH = {"reassoc", "contract", "nsz"}
 
-    @numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
+    @cached_njit(fastmath=_FASTMATH, inline="always")
     def _hpass(src, out, w, r):  # pragma: no cover - compiled
         """out[j] = sum_k w[k] src[j + k]: the valid part of the correlation of a row."""
         n = out.shape[0]
@@ -89,7 +92,7 @@ if numba is not None:
             for j in range(n):
                 out[j] += wk * (src[j + k] + src[j + 2 * r - k])
 
-    @numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
+    @cached_njit(fastmath=_FASTMATH, inline="always")
     def _vpass(ring, slots, m, out, w, r):  # pragma: no cover - compiled
         """out[j] = sum_k w[k] ring[slots[k], m, j]: the vertical correlation of moment m."""
         n = out.shape[0]
@@ -127,7 +130,7 @@ if numba is not None:
             for j in range(n):
                 out[j] += wk * (lo[j] + hi[j])
 
-    @numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
+    @cached_njit(fastmath=_FASTMATH, inline="always")
     def _ssim_row_sum(v, offset, c1, c2):  # pragma: no cover - compiled
         """Sum over one output row of the SSIM formula from the five filtered (centred) moments."""
         acc = 0.0
@@ -142,7 +145,7 @@ if numba is not None:
             acc += ((2.0 * ux * uy + c1) * (2.0 * sxy + c2)) / ((ux * ux + uy * uy + c1) * (sxx + syy + c2))
         return acc
 
-    @numba.njit(cache=True, fastmath=_FASTMATH, nogil=True)
+    @cached_njit(fastmath=_FASTMATH, nogil=True)
     def _ssim_band(x, y, w, offset, c1, c2, row_sums, i0, i1):  # pragma: no cover - compiled
         """row_sums[i] for output rows i0 <= i < i1, with a ring of horizontally filtered rows."""
         height, width = x.shape
@@ -175,7 +178,7 @@ if numba is not None:
                     _vpass(ring, slots, m, v[m], w, r)
                 row_sums[i] = _ssim_row_sum(v, offset, c1, c2)
 
-    @numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
+    @cached_njit(parallel=True, fastmath=_FASTMATH)
     def _ssim_row_sums(x, y, w, offset, c1, c2, row_sums, nbands):  # pragma: no cover - compiled
         """row_sums[i] = sum of SSIM over interior output row i; bands of rows run in parallel."""
         out_h = x.shape[0] - 2 * (w.shape[0] // 2)

@@ -13,6 +13,9 @@ import numpy as np
 from ._sums_core import _MAX, _finish_float, _finish_integer, _integer_tolerance, _value_bins
 
 
+from .._numba_cache import cached_njit, prepare_cache_dir
+
+prepare_cache_dir()
 try:  # optional: the package imports and works without it
     import numba as _numba
     from numba import prange as _prange
@@ -51,8 +54,8 @@ _FLUSH_PIXELS = 1 << 31
 
 if _numba is not None:
     _inline = _numba.njit(inline="always")
-    _serial = _numba.njit(fastmath=False, cache=True, nogil=True)
-    _parallel = _numba.njit(parallel=True, fastmath=False, cache=True, nogil=True)
+    _serial = cached_njit(fastmath=False, nogil=True)
+    _parallel = cached_njit(parallel=True, fastmath=False, nogil=True)
 
     @_inline
     def _int_channel(ra, rb, start, n, stride, itol):

@@ -2,7 +2,8 @@
 package, lazy ones inside functions included.
 
 Layers, lowest first: a module may import its own layer and the ones below, never one above.
-    0  errors, options, _version      the vocabulary
+    0  errors, options, _version      the vocabulary (and two standard-library helpers: _sigterm,
+       _numba_cache)
     1  backend                        the array namespace (numpy/cupy), kernels, the emulated GPU
     2  io                             sources: files, stacks, videos, manifests
     3  pair                           the pairwise maths
@@ -25,7 +26,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "gpudiff"
 
 LAYERS = {
-    "errors": 0, "options": 0, "_version": 0,
+    "errors": 0, "options": 0, "_version": 0, "_sigterm": 0, "_numba_cache": 0,
     "backend": 1, "io": 2, "pair": 3, "sequence": 4, "engine": 5, "report": 6, "cli": 7,
     "__init__": 8, "__main__": 8,
 }
