@@ -454,8 +454,8 @@ def _tally(report: RunReport, cfg: RunConfig, plan: Plan, store, mine, results, 
     report.done = int(np.count_nonzero(st == 1))
     report.failed = int(np.count_nonzero(st == 2))
     report.pending = int(np.count_nonzero(st == 0))
-    if cfg.background and bg_pending and not report.pending:
-        report.pending = bg_pending  # the items are done, their foreground is not yet
+    if (cfg.background or cfg.events) and bg_pending and not report.pending:
+        report.pending = bg_pending  # the items are done, their flags or foreground are not yet
     report.interrupted = _STOP.is_set() and report.pending > 0
     if report.pending or _STOP.is_set():  # a SIGTERM even as the work finished: 75, a rerun confirms
         report.exit_code = EXIT_INTERRUPTED

@@ -172,6 +172,18 @@ def test_status_reports_passes_that_shards_left_pending(tmp_path, data_dir, caps
     assert s["passes_pending"] == [] and s["passes"]["background"]["state"] == "done"
 
 
+def test_a_shard_leaving_the_corrupt_pass_to_a_final_run_exits_75(tmp_path, data_dir, capsys):
+    """The corrupt/cuts decision needs the whole sequence: a shard's run is not finished (75, as with
+    --background) until a run without --shard has made it; then 0."""
+    src = _calcium(tmp_path, data_dir, n=30)
+    out = tmp_path / "c.zarr"
+    assert [_run(src, out, "--chunk", "5", "--corrupt", "--shard", f"{i}/2") for i in range(2)] == [75, 75]
+    assert _run(src, out, "--chunk", "5", "--corrupt") == 0
+    capsys.readouterr()
+    main(["status", "--json", str(out)])
+    assert json.loads(capsys.readouterr().out)["passes_pending"] == []
+
+
 # ---- C: temporaries -------------------------------------------------------------------------------
 
 
