@@ -137,11 +137,20 @@ def _kept_dtype(image, xp):
             image = image.astype(xp.float64)
     return image
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _check_finite(image, xp, name) -> None:
     with np.errstate(invalid="ignore"):
         lo, hi = image.min(), image.max()
         finite = bool(xp.isfinite(lo)) and bool(xp.isfinite(hi))  # sync
     if finite:
+        big = max(abs(float(lo)), abs(float(hi)))
+        if big > _FLOAT32_MAX:  # float64 only: the comparisons run in float32 and would give inf
+            raise InputError(
+                f"{name} has values up to {big:.3g}, beyond float32's range ({_FLOAT32_MAX:.3g}) in which "
+                "gpudiff compares: rescale the image (e.g. divide by its maximum) first"
+            )
         return
     n_nan = int(xp.count_nonzero(xp.isnan(image)))  # sync
     n_inf = int(xp.count_nonzero(xp.isinf(image)))  # sync

@@ -534,6 +534,16 @@ def test_validate_array_only_nan(xp):
     refused(lambda: validate_array(a, name="moving"), names="moving", hint="has 1 NaN and 0 Inf values")
 
 
+def test_validate_array_float64_beyond_float32s_range(xp):
+    """A float64 image with values past float32's range would compare as inf (the maths runs in
+    float32): refused with the fix; the largest float32 value itself is fine."""
+    a = xp.ones((4, 4), dtype=xp.float64)
+    a[2, 3] = -1e39
+    refused(lambda: validate_array(a, name="moving"), names="moving", hint="beyond float32's range")
+    a[2, 3] = float(np.finfo(np.float32).max)
+    assert validate_array(a) is a
+
+
 def test_validate_array_nan_in_dropped_alpha_is_ignored():
     a = np.ones((4, 4, 4), np.float32)
     a[..., 3] = np.nan
