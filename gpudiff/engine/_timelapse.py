@@ -89,6 +89,8 @@ def save_frame(frame: np.ndarray, path: Path) -> Path:
     path = path.with_suffix(ext)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
+        if os.path.lexists(tmp):  # a link planted where the temporary goes is removed, not written through
+            tmp.unlink()
         if ext == ".png":
             import imagecodecs  # noqa: PLC0415
 

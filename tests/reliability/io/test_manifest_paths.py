@@ -128,3 +128,16 @@ def test_kept_path_without_a_file_name_is_refused(tmp_path, name):
 
     with pytest.raises(InputError):
         _inside(tmp_path, name)
+
+
+def test_a_stack_frame_kept_does_not_write_through_a_planted_link(data_dir, tmp_path):
+    from gpudiff.cli._main import main
+
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    outside = tmp_path / "outside.png"
+    os.symlink(outside, kept / f".frame_000000.png.tmp{os.getpid()}")  # where frame 0's temporary goes
+    assert main(["dedup", str(data_dir / "pims-testdata" / "stuck.tif"), "--keep-dir", str(kept),
+                 "--backend", "numpy"]) == 0
+    assert not outside.exists()
+    assert (kept / "frame_000000.png").is_file() and not (kept / "frame_000000.png").is_symlink()
