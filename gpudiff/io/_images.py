@@ -2,9 +2,11 @@
 
 Every file is checked cheaply before it is decoded: that it exists and is a readable regular file,
 that its magic bytes name a format gpudiff reads (the extension is ignored), and that the size its
-header declares fits the pixel budget, so a decompression bomb is refused before any pixel buffer
-is allocated. Whatever goes wrong is raised as one :class:`~gpudiff.errors.InputError` whose
-one-line message names the file and says the fix.
+header declares fits the pixel budget and, decoded, the memory available (``_memory``: the decoded
+bytes times the working copies against MemAvailable, the cgroup limit or ``GPUDIFF_MEMORY_LIMIT``),
+so a decompression bomb is refused before any pixel buffer is allocated. Whatever goes wrong is
+raised as one :class:`~gpudiff.errors.InputError` whose one-line message names the file and says
+the fix.
 
 Decoders: tifffile for TIFF (with imagecodecs for compressed TIFF), imagecodecs for 16-bit PNG
 (Pillow reduces 16-bit colour PNGs to 8 bits), a few lines of NumPy for PGM/PPM whose maxval is
@@ -46,6 +48,7 @@ import struct
 from ..errors import InputError
 from ..options import DEFAULT_MAX_PIXELS
 from ._imageinfo import ImageInfo
+from ._memory import _check_memory
 from ._pillow_limits import _pillow_guard, _raise_pillow_bomb
 from ._readerrors import _cannot_read, _corrupt, _open_file
 from ._validate import _check_budget, _check_max_pixels, _check_page, validate_array
@@ -153,6 +156,7 @@ def _probe_image_bytes(data: bytes, name: str, *, page=0) -> ImageInfo:
 def _read_opened(opened, max_pixels):
     with opened as src:
         _check_budget(src.info, max_pixels)
+        _check_memory(src.info)
         with _pillow_guard(max_pixels):
             try:
                 image = src.read()
