@@ -146,6 +146,12 @@ def _config_mismatch(path, old, new) -> ConfigError | None:
     # a store made before specs were normalised records the source as it was typed: compare both
     # sides normalised, so `frames/`, `./frames` and the absolute path resume one another
     old, new = normal_source_key(old), normal_source_key(new)
+    # a local glob's files by their names relative to the glob's folder, when both sides have them
+    if isinstance(old, dict) and isinstance(new, dict) and "source" in old and "source" in new:
+        from ..io._folder import same_source_fingerprints  # noqa: PLC0415
+
+        a, b = same_source_fingerprints(old["source"], new["source"])
+        old, new = {**old, "source": a}, {**new, "source": b}
     d = _first_difference(old, new)
     if d is None:
         return None

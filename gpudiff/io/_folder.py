@@ -64,6 +64,45 @@ def _images_by_magic(fs, urls) -> list:
     return [u for u, head in zip(urls, heads) if isinstance(head, bytes) and _sniff(head) is not None]
 
 
+_RELATIVE = "relative_to_glob"
+
+
+def _glob_root(spec: str) -> str:
+    """The folder part of a local glob before its first glob character (``''``: the current folder)."""
+    m = _GLOB_CHARS.search(spec)
+    head = spec[: m.start()] if m else spec
+    cut = max(head.rfind("/"), head.rfind(os.sep))
+    return head[: cut + 1] if cut >= 0 else ""
+
+
+def _relative_name(path: str, root: str) -> str:
+    rel = os.path.relpath(path, root or os.curdir)
+    return rel.replace(os.sep, "/")
+
+
+def same_source_fingerprints(old, new):
+    """``(old, new)`` fingerprints brought to one naming before they are compared (on resume).
+
+    A local glob's fingerprint also names its files relative to the glob's folder: when both sides
+    have those names, they are compared instead of the names the glob gave (so ``f3/*.jpg``,
+    ``./f3/*.jpg`` and the absolute glob are one source); a store made before they existed is
+    compared by the glob's names, as it was (the same spelling resumes, another is refused as
+    before). Anything else unchanged.
+    """
+    if not (isinstance(old, dict) and isinstance(new, dict)) or new.get("kind") != "folder":
+        return old, new
+    if _RELATIVE not in new:
+        return old, new
+    if not isinstance(old.get(_RELATIVE), dict):  # a store made before: by the glob's names, as it was
+        return old, {k: v for k, v in new.items() if k != _RELATIVE}
+
+    def relative(fp):
+        keep = {k: v for k, v in fp.items() if k in ("kind", "spec")}
+        return {**keep, **fp[_RELATIVE]}
+
+    return relative(old), relative(new)
+
+
 class FolderSource(_RemoteMixin, _ImageFilesMixin, Source):
     """Image files of one folder, or the files a glob pattern matches, in natural order."""
 
@@ -214,9 +253,15 @@ class FolderSource(_RemoteMixin, _ImageFilesMixin, Source):
             return self._remote_fingerprint()
         if self._dir is not None:
             entries = [_stat_entry(os.path.join(self._dir, n), n) for n in self._names]
-        else:
-            entries = [_stat_entry(p) for p in self._names]
-        return {"kind": self.kind, "spec": self.spec, **_files_fingerprint(entries)}
+            return {"kind": self.kind, "spec": self.spec, **_files_fingerprint(entries)}
+        entries = [_stat_entry(p) for p in self._names]
+        # the names as the glob gave them (`f3/a.jpg`, `./f3/a.jpg`, `/abs/f3/a.jpg`: as before, so a
+        # store made before keeps resuming with the same spelling), and the same files named relative
+        # to the glob's folder, which do not depend on the spelling (see same_source_fingerprints)
+        root = _glob_root(self.spec)
+        relative = [(_relative_name(e[0], root), e[1], e[2]) for e in entries]
+        return {"kind": self.kind, "spec": self.spec, **_files_fingerprint(entries),
+                _RELATIVE: _files_fingerprint(relative)}
 
     def _remote_fingerprint(self) -> dict:
         fs, path = self._filesystem(self.spec)

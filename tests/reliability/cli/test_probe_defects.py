@@ -297,6 +297,46 @@ def test_old_store_with_a_relative_spec_resumes_with_the_absolute_path(cdnet_cli
     assert "1 already done" in capsys.readouterr().err
 
 
+def test_glob_spelled_differently_resumes(cdnet_clip, tmp_path, monkeypatch, capsys):
+    clip = cdnet_clip(4)
+    monkeypatch.chdir(tmp_path)
+    out = str(tmp_path / "r.zarr")
+    common = ["--out", out, "--backend", "numpy", "--no-progress"]
+    assert main(["run", f"{clip.name}/*.jpg", *common]) == 0
+    for spelling in (f"./{clip.name}/*.jpg", f"{clip}/*.jpg", f"./{clip.name}/../{clip.name}/*.jpg"):
+        capsys.readouterr()
+        assert main(["run", spelling, *common]) == 0, spelling
+        assert "0 chunks run, 1 already done" in capsys.readouterr().err, spelling
+
+
+def test_glob_matching_other_files_is_still_refused(cdnet_clip, tmp_path, monkeypatch, capsys):
+    clip = cdnet_clip(4)
+    monkeypatch.chdir(tmp_path)
+    common = ["--out", str(tmp_path / "r.zarr"), "--backend", "numpy", "--no-progress"]
+    assert main(["run", f"{clip.name}/*.jpg", *common]) == 0
+    first = sorted(clip.iterdir())[0]
+    os.utime(first, (first.stat().st_atime, first.stat().st_mtime + 10))  # the same names, one file changed
+    capsys.readouterr()
+    assert main(["run", f"./{clip.name}/*.jpg", *common]) == 2
+    assert "--overwrite" in _one_error_line(capsys.readouterr().err, "run")
+
+
+def test_old_store_of_a_glob_resumes_with_the_same_spelling(cdnet_clip, tmp_path, monkeypatch, capsys):
+    from gpudiff.io import _folder
+
+    clip = cdnet_clip(4)
+    monkeypatch.chdir(tmp_path)
+    common = ["--out", str(tmp_path / "r.zarr"), "--backend", "numpy", "--no-progress"]
+    plain = _folder.FolderSource.fingerprint
+    with monkeypatch.context() as m:  # as before the relative names were recorded
+        m.setattr(_folder.FolderSource, "fingerprint",
+                  lambda self: {k: v for k, v in plain(self).items() if k != _folder._RELATIVE})
+        assert main(["run", f"{clip.name}/*.jpg", *common]) == 0
+    capsys.readouterr()
+    assert main(["run", f"{clip.name}/*.jpg", *common]) == 0
+    assert "0 chunks run, 1 already done" in capsys.readouterr().err
+
+
 def test_normal_source_spec():
     from gpudiff.engine._config import normal_source_spec
 
