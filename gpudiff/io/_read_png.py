@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import struct
-import threading
 
 import numpy as np
 
 from ..errors import InputError
+from ._decoderlog import DecoderLog
 from ._imageinfo import ImageInfo, _Source
 from ._read_pillow import _PillowSource, _pillow_open
 from ._readerrors import _page_out_of_range
@@ -23,34 +21,10 @@ _DAMAGE = ("too much image data", "not enough image data", "unknown interlace", 
            "extra compressed data", "invalid", "bad ")
 
 
-class _KeepImagecodecsLog(logging.Filter):
-    """imagecodecs' log records of the thread inside :func:`_libpng_warnings`, kept off stderr."""
+_IMAGECODECS_LOG = DecoderLog("imagecodecs")
 
-    def __init__(self):
-        super().__init__()
-        self.local = threading.local()
-
-    def filter(self, record):
-        messages = getattr(self.local, "messages", None)
-        if messages is None:
-            return True
-        messages.append(record.getMessage())
-        return False
-
-
-_IMAGECODECS_LOG = _KeepImagecodecsLog()
-logging.getLogger("imagecodecs").addFilter(_IMAGECODECS_LOG)
-
-
-@contextlib.contextmanager
-def _libpng_warnings():
-    """Collect imagecodecs' (libpng's) log records of this thread into the list it yields."""
-    saved = getattr(_IMAGECODECS_LOG.local, "messages", None)
-    _IMAGECODECS_LOG.local.messages = messages = []
-    try:
-        yield messages
-    finally:
-        _IMAGECODECS_LOG.local.messages = saved
+#: Collect imagecodecs' (libpng's) log records of this thread into the list it yields.
+_libpng_warnings = _IMAGECODECS_LOG.collect
 
 
 class _PngSource(_Source):

@@ -5,16 +5,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import re
 import struct
-import threading
 
 import numpy as np
 
 from ..errors import InputError
+from ._decoderlog import DecoderLog
 from ._imageinfo import ImageInfo, _Source
 from ._readerrors import _page_out_of_range
 from ._validate import _output_dtype
@@ -24,36 +22,11 @@ from ._validate import _output_dtype
 # tifffile's log: kept off stderr, and what it says about a page's structure made an error
 
 
-class _QuietTifffile(logging.Filter):
-    """Keeps tifffile's log records (truncation notices, tags it could not parse) for the thread
-    that asked (inside :func:`_quiet_tifffile`), off stderr; elsewhere they pass as usual."""
+_TIFF_LOG = DecoderLog("tifffile")
 
-    def __init__(self):
-        super().__init__()
-        self.local = threading.local()
-
-    def filter(self, record):
-        messages = getattr(self.local, "messages", None)
-        if messages is None:
-            return True
-        messages.append(record.getMessage())
-        return False
-
-
-_TIFF_LOG = _QuietTifffile()
-logging.getLogger("tifffile").addFilter(_TIFF_LOG)
-
-
-@contextlib.contextmanager
-def _quiet_tifffile():
-    """Collect tifffile's log records of this thread into the list it yields (nothing reaches
-    stderr); nested uses each get their own list."""
-    saved = getattr(_TIFF_LOG.local, "messages", None)
-    _TIFF_LOG.local.messages = messages = []
-    try:
-        yield messages
-    finally:
-        _TIFF_LOG.local.messages = saved
+#: Collect tifffile's log records (truncation notices, tags it could not parse) of this thread into
+#: the list it yields (nothing reaches stderr); nested uses each get their own list.
+_quiet_tifffile = _TIFF_LOG.collect
 
 
 #: Tags that decide what the pixels are: when tifffile could not parse one of them it drops it and
