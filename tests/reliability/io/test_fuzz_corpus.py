@@ -88,6 +88,35 @@ def _one_line_naming(message: str, path) -> bool:
     return "\n" not in message and str(path) in message and "Traceback" not in message
 
 
+def _every_frame_outcome(path, must_name, some_refused: str, all_read: str) -> str:
+    """Open ``path`` as a sequence and read every frame, classified by :func:`_classify_read`; a
+    read whose frames were all read or refused is ``all_read`` or ``some_refused``. A frame's error
+    must be one line (naming ``must_name`` unless it is None)."""
+    from gpudiff.io import open_source
+
+    def read_all():
+        src = open_source(str(path), max_pixels=BUDGET)
+        try:
+            out = read_all.last = []
+            for k in range(len(src)):
+                try:
+                    out.append(src.read(k).shape)
+                except InputError as exc:
+                    text = str(exc)
+                    if not (_one_line_naming(text, must_name) if must_name is not None else "\n" not in text):
+                        raise AssertionError(f"frame {k}: {exc!r}") from None
+                    out.append("failed")
+            return out
+        finally:
+            src.close()
+
+    read_all.last = []
+    outcome, _ = _classify_read(read_all, path)
+    if outcome == "read":
+        outcome = some_refused if "failed" in read_all.last else all_read
+    return outcome
+
+
 @contextlib.contextmanager
 def _stderr_and_warnings():
     """Everything Python-level code writes to stderr, and every warning, during the block."""
@@ -156,34 +185,13 @@ def test_read_image_and_probe_on_mutants(seeds, tmp_path):
 
 def test_stack_readers_on_mutants(seeds, tmp_path):
     """Multi-page TIFF and GIF mutants opened as sequences, every frame read (TiffSource, GifSource)."""
-    from gpudiff.io import open_source
-
     stacks = {k: v for k, v in seeds.items() if v[0] in ("TIFF", "GIF")}
     counts, bad = collections.Counter(), []
     t0 = time.perf_counter()
     for i, m in enumerate(_fuzz.mutants(stacks, N_STACK, seed=SEED + 1)):
         path = _write(tmp_path, i, m)
 
-        def read_all():
-            src = open_source(str(path), max_pixels=BUDGET)
-            try:
-                results = []
-                for k in range(len(src)):
-                    try:
-                        results.append(src.read(k).shape)
-                    except InputError as exc:
-                        if not _one_line_naming(str(exc), path):
-                            raise AssertionError(f"frame {k}: {exc!r}") from None
-                        results.append("failed")
-                read_all.last = results
-                return results
-            finally:
-                src.close()
-
-        read_all.last = []
-        outcome, _ = _classify_read(read_all, path)
-        if outcome == "read":
-            outcome = "opened, some frames refused" if "failed" in read_all.last else "every frame read"
+        outcome = _every_frame_outcome(path, path, "opened, some frames refused", "every frame read")
         counts[(f"{m.fmt}:{m.kind}", outcome if not outcome.startswith("BAD") else "BAD")] += 1
         if outcome.startswith("BAD"):
             bad.append(f"{path.name} ({m.what}): {outcome}")
@@ -347,8 +355,6 @@ def test_zarr_chunk_mutants(data_dir, tmp_path):
     zarr = pytest.importorskip("zarr")
     import tifffile
 
-    from gpudiff.io import open_source
-
     frames = tifffile.imread(data_dir / "pims-testdata" / "stuck.tif", key=range(4))[:, :64, :64]
     base = tmp_path / "base.zarr"
     arr = zarr.create_array(str(base), shape=frames.shape, chunks=(1, 64, 64), dtype=frames.dtype)
@@ -372,25 +378,7 @@ def test_zarr_chunk_mutants(data_dir, tmp_path):
             data = bytearray()
         target.write_bytes(bytes(data))
 
-        def go():
-            src = open_source(str(store), max_pixels=BUDGET)
-            try:
-                out = go.last = []
-                for k in range(len(src)):
-                    try:
-                        out.append(src.read(k).shape)
-                    except InputError as exc:
-                        if "\n" in str(exc):
-                            raise AssertionError(repr(exc)) from None
-                        out.append("failed")
-                return out
-            finally:
-                src.close()
-
-        go.last = []
-        outcome, _ = _classify_read(go, store)
-        if outcome == "read":
-            outcome = "some frames refused" if "failed" in go.last else "every frame read"
+        outcome = _every_frame_outcome(store, None, "some frames refused", "every frame read")
         counts[(f"zarr:{kind}", outcome if not outcome.startswith("BAD") else "BAD")] += 1
         if outcome.startswith("BAD"):
             bad.append(f"{target} ({kind}): {outcome}")
