@@ -14,7 +14,6 @@ import json
 import os
 import pickle
 import shutil
-import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 
 from gpudiff.errors import InputError
 from gpudiff.io import open_source, read_image
+from tests._threads import read_from_threads
 
 tifffile = pytest.importorskip("tifffile")
 zarr = pytest.importorskip("zarr")
@@ -163,27 +163,6 @@ def assert_same_source(remote, local_src, url):
     again = pickle.loads(pickle.dumps(remote))  # a Dask worker's copy: reopens lazily
     np.testing.assert_array_equal(again.read(len(again) - 1), local_src.read(len(local_src) - 1))
     assert again.fingerprint() == remote.fingerprint()
-
-
-def _read_from_threads(src, indices, threads=4):
-    out, errors = {}, []
-    barrier = threading.Barrier(threads)
-
-    def work(k):
-        try:
-            barrier.wait()
-            for i in indices[k::threads] + indices[::-1][k::threads]:
-                out.setdefault(i, []).append(src.read(i))
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    pool = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    assert not errors, errors
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -337,7 +316,7 @@ def test_concurrent_reads(bucket, local):
     ):
         src, ref_src = open_source(spec), open_source(ref)
         indices = list(range(len(src)))
-        for i, arrays in _read_from_threads(src, indices).items():
+        for i, arrays in read_from_threads(src, indices).items():
             want = ref_src.read(i)
             for a in arrays:
                 np.testing.assert_array_equal(a, want)

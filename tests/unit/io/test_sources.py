@@ -6,13 +6,13 @@ import csv
 import os
 import pickle
 import shutil
-import threading
 
 import numpy as np
 import pytest
 
 from gpudiff.io._images import read_image
 from gpudiff.io import Source, natural_key, open_source
+from tests._threads import read_from_threads
 
 cv2 = pytest.importorskip("cv2")
 tifffile = pytest.importorskip("tifffile")
@@ -22,34 +22,9 @@ tifffile = pytest.importorskip("tifffile")
 # helpers
 
 
-def _read_concurrently(src: Source, indices, threads=4):
-    """Read ``indices`` from ``threads`` threads at once (each a different interleaving)."""
-    out = {}
-    errors = []
-    barrier = threading.Barrier(threads)
-
-    def work(k):
-        try:
-            barrier.wait()
-            order = indices[k::threads] + indices[: k : threads][::-1]
-            for i in order:
-                a = src.read(i)
-                out.setdefault(i, []).append(a)
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    pool = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    assert not errors, errors
-    return out
-
-
 def _assert_concurrent_equal(src: Source, indices):
     expected = {i: src.read(i) for i in sorted(set(indices))}
-    got = _read_concurrently(src, list(indices))
+    got = read_from_threads(src, indices)
     for i, arrays in got.items():
         for a in arrays:
             np.testing.assert_array_equal(a, expected[i], err_msg=src.label(i))
