@@ -19,13 +19,12 @@ from html.parser import HTMLParser
 import io
 import os
 import shutil
-import subprocess
 
 import pytest
 
 from gpudiff.io._source import display_name, fs_name
+from tests._browser import run_headless
 
-CHROMIUM = "/usr/bin/chromium"
 
 #: file names (bytes: the last is not UTF-8); none holds '/', which no file name can
 HOSTILE = [
@@ -199,21 +198,8 @@ def test_manifest_ids_and_paths_in_export_and_report(manifest_run, capsys):
         _assert_no_injection(text.replace("&lt;b id=pwn2&gt;", "<b id=pwn2>", 1), "unescaped")
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("GPUDIFF_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{CHROMIUM} is missing (GPUDIFF_REQUIRE_BROWSER=1): apt-get install chromium")
-        pytest.skip(f"{CHROMIUM} not installed (Debian package chromium): the browser test needs it")
-    return CHROMIUM
-
-
 def _dump_dom(exe, profile, uri) -> str:
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-default-apps", f"--user-data-dir={profile}", "--virtual-time-budget=3000",
-           "--dump-dom", uri]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    proc = run_headless(exe, profile, "--virtual-time-budget=3000", "--dump-dom", uri, timeout=90)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
 

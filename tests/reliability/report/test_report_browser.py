@@ -19,37 +19,23 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import re
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
 
 from gpudiff.report import build_report
+from tests._browser import run_headless
 
-CHROMIUM = "/usr/bin/chromium"
 WIDTH, HEIGHT = 1280, 4000
 
 Image = pytest.importorskip("PIL.Image")
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("GPUDIFF_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{CHROMIUM} is missing (GPUDIFF_REQUIRE_BROWSER=1): apt-get install chromium")
-        pytest.skip(f"{CHROMIUM} not installed (Debian package chromium): the browser test needs it")
-    return CHROMIUM
-
-
 def _chromium(exe, profile, *args, timeout=60):
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-default-apps", "--hide-scrollbars", "--force-device-scale-factor=1",
-           f"--user-data-dir={profile}", f"--window-size={WIDTH},{HEIGHT}", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return run_headless(exe, profile, "--hide-scrollbars", "--force-device-scale-factor=1",
+                        f"--window-size={WIDTH},{HEIGHT}", *args, timeout=timeout)
 
 
 _PROBE = """<script>window.addEventListener('load', function () {
