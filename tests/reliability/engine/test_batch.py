@@ -7,11 +7,8 @@ import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,42 +17,9 @@ import gpudiff
 from gpudiff.cli._main import main
 from gpudiff.io import open_source
 from gpudiff.engine._store import ResultStore
+from tests._stores import assert_same_store, calcium_stack, cli, store_arrays
 
-ROOT = Path(__file__).resolve().parents[3]
 METRICS = "manhattan,zero_norm,mse,psnr,max_abs,ncc,ssim,histogram"
-
-
-def _calcium_stack(tmp_path, data_dir, n=300) -> Path:
-    """The first n pages of the real calcium-imaging time-lapse (uint16 30x40) as a TIFF stack."""
-    import tifffile
-
-    with tifffile.TiffFile(data_dir / "imageio-standard/calcium_imaging.tif") as t:
-        frames = np.stack([t.pages[i].asarray() for i in range(n)])
-    p = tmp_path / "calcium.tif"
-    tifffile.imwrite(p, frames, photometric="minisblack")
-    return p
-
-
-def _store_arrays(path) -> dict:
-    s = ResultStore.open(str(path))
-    return s.read()
-
-
-def _assert_same_store(a, b):
-    da, db = _store_arrays(a), _store_arrays(b)
-    assert sorted(da) == sorted(db)
-    for k in da:
-        va, vb = np.asarray(da[k]), np.asarray(db[k])
-        if va.dtype.kind == "f":
-            np.testing.assert_array_equal(va, vb, err_msg=k)  # NaN == NaN here
-        else:
-            assert va.tolist() == vb.tolist(), k
-
-
-def _cli(*args, env=None):
-    return subprocess.Popen([sys.executable, "-m", "gpudiff", *map(str, args)], cwd=ROOT,
-                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
 
 
 @pytest.mark.parametrize(
@@ -79,7 +43,7 @@ def test_store_equals_a_plain_loop_over_the_pairwise_api(tmp_path, data_dir, sou
     assert main(argv) == 0
     src = open_source(str(src_path))
     n = len(src)
-    cols = _store_arrays(out)
+    cols = store_arrays(out)
     assert (cols["status"] == 1).all()
     expect_ref = np.arange(n - 1) if pairs == "consecutive" else np.zeros(n - 1, int)
     assert cols["reference_index"].tolist() == expect_ref.tolist()
@@ -95,7 +59,7 @@ def test_store_equals_a_plain_loop_over_the_pairwise_api(tmp_path, data_dir, sou
 
 
 def test_kill_at_random_moments_then_resume_gives_the_identical_store(tmp_path, data_dir):
-    stack = _calcium_stack(tmp_path, data_dir, n=400)
+    stack = calcium_stack(tmp_path, data_dir, n=400)
     ref = tmp_path / "uninterrupted.zarr"
     assert main(["run", str(stack), "--out", str(ref), "--backend", "numpy", "--chunk", "5",
                  "--metrics", METRICS, "--no-progress"]) == 0
@@ -103,24 +67,24 @@ def test_kill_at_random_moments_then_resume_gives_the_identical_store(tmp_path, 
         out = tmp_path / f"killed{seed}.zarr"
         rng = random.Random(seed)
         for _ in range(2):  # killed twice, at random moments
-            p = _cli("run", stack, "--out", out, "--backend", "numpy", "--chunk", "5", "--metrics", METRICS,
+            p = cli("run", stack, "--out", out, "--backend", "numpy", "--chunk", "5", "--metrics", METRICS,
                      "--no-progress")
             time.sleep(rng.uniform(1.5, 4.0))
             p.send_signal(signal.SIGKILL)
             p.wait()
-        p = _cli("run", stack, "--out", out, "--backend", "numpy", "--chunk", "5", "--metrics", METRICS,
+        p = cli("run", stack, "--out", out, "--backend", "numpy", "--chunk", "5", "--metrics", METRICS,
                  "--no-progress")
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
-        _assert_same_store(ref, out)
+        assert_same_store(ref, out)
 
 
 def test_sigterm_exits_75_quickly_and_a_rerun_completes(tmp_path, data_dir):
-    stack = _calcium_stack(tmp_path, data_dir, n=1000)
+    stack = calcium_stack(tmp_path, data_dir, n=1000)
     out = tmp_path / "t.zarr"
     args = ["run", stack, "--out", out, "--backend", "numpy", "--chunk", "4", "--no-progress",
             "--align", "--upsample", "20"]
-    p = _cli(*args)
+    p = cli(*args)
     # wait for the first finished chunk (its status object), not a fixed time: under load the
     # start-up alone can take seconds
     end = time.monotonic() + 120
@@ -137,24 +101,24 @@ def test_sigterm_exits_75_quickly_and_a_rerun_completes(tmp_path, data_dir):
     assert "resume" in err
     st = ResultStore.open(str(out)).read(["status"])["status"]
     assert (st == 0).any() and (st == 1).any()
-    p = _cli(*args)
+    p = cli(*args)
     _, err = p.communicate(timeout=600)
     assert p.returncode == 0, err
     assert (ResultStore.open(str(out)).read(["status"])["status"] == 1).all()
 
 
 def test_two_shards_in_parallel_complete_one_identical_store(tmp_path, data_dir):
-    stack = _calcium_stack(tmp_path, data_dir, n=200)
+    stack = calcium_stack(tmp_path, data_dir, n=200)
     ref = tmp_path / "single.zarr"
     assert main(["run", str(stack), "--out", str(ref), "--backend", "numpy", "--chunk", "6",
                  "--no-progress"]) == 0
     out = tmp_path / "sharded.zarr"
-    procs = [_cli("run", stack, "--out", out, "--backend", "numpy", "--chunk", "6", "--no-progress",
+    procs = [cli("run", stack, "--out", out, "--backend", "numpy", "--chunk", "6", "--no-progress",
                   env={"SLURM_ARRAY_TASK_ID": str(i), "SLURM_ARRAY_TASK_COUNT": "2"}) for i in range(2)]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
-    _assert_same_store(ref, out)
+    assert_same_store(ref, out)
 
 
 def test_a_different_configuration_on_an_existing_store_is_refused(tmp_path, data_dir, capsys):
@@ -181,7 +145,7 @@ def test_bad_frames_fail_only_their_items(tmp_path, data_dir, capsys):
     assert code == 1
     err = capsys.readouterr().err
     assert "4 failed" in err
-    cols = _store_arrays(out)
+    cols = store_arrays(out)
     failed = np.flatnonzero(cols["status"] == 2).tolist()
     assert failed == [9, 10, 19, 20]  # each bad frame is in two consecutive pairs
     assert bad.name in cols["error"][9] and "truncated" in cols["error"][9].lower()
@@ -205,7 +169,7 @@ def test_frames_of_another_shape_follow_the_shape_policy(tmp_path, data_dir):
     files[3].unlink()
     out = tmp_path / "r.zarr"
     assert main(["run", str(folder), "--out", str(out), "--backend", "numpy", "--no-progress"]) == 1
-    cols = _store_arrays(out)
+    cols = store_arrays(out)
     assert cols["status"].tolist().count(2) == 2 and "--shape" in cols["error"][2]
     assert main(["run", str(folder), "--out", str(tmp_path / "c.zarr"), "--backend", "numpy", "--shape", "crop",
                  "--no-progress"]) == 0
@@ -213,7 +177,7 @@ def test_frames_of_another_shape_follow_the_shape_policy(tmp_path, data_dir):
 
 def test_worker_death_in_a_local_cluster_still_completes_identically(tmp_path, data_dir):
     distributed = pytest.importorskip("distributed")
-    stack = _calcium_stack(tmp_path, data_dir, n=600)
+    stack = calcium_stack(tmp_path, data_dir, n=600)
     ref = tmp_path / "single.zarr"
     assert main(["run", str(stack), "--out", str(ref), "--backend", "numpy", "--chunk", "5",
                  "--no-progress"]) == 0
@@ -249,20 +213,20 @@ def test_worker_death_in_a_local_cluster_still_completes_identically(tmp_path, d
     finally:
         cluster.close()
     assert killed_at and killed_at[0] < 599, "the worker was not killed in the middle of the run"
-    _assert_same_store(ref, out)
+    assert_same_store(ref, out)
 
 
 def test_a_truncated_stack_is_reported_not_shortened(tmp_path, data_dir, capsys):
     import tifffile
 
-    full = _calcium_stack(tmp_path, data_dir, n=20)
+    full = calcium_stack(tmp_path, data_dir, n=20)
     with tifffile.TiffFile(full) as t:
         cut_at = t.pages[12].dataoffsets[0] + 10  # inside page 12's pixels: pages 0..11 survive
     cut = tmp_path / "cut.tif"
     cut.write_bytes(full.read_bytes()[:cut_at])
     out = tmp_path / "r.zarr"
     assert main(["run", str(cut), "--out", str(out), "--backend", "numpy", "--no-progress"]) == 1
-    cols = _store_arrays(out)
+    cols = store_arrays(out)
     assert len(cols["status"]) == 19  # 20 declared frames -> 19 consecutive pairs, not fewer
     assert (cols["status"][:11] == 1).all() and (cols["status"][11:] == 2).all()
     assert "truncated" in cols["error"][11] and "cut.tif" in cols["error"][11]

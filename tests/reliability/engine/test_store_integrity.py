@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,45 +20,13 @@ import pytest
 from gpudiff.cli._main import main
 from gpudiff.engine import _verify
 from gpudiff.engine._store import ResultStore
+from tests._stores import assert_same_store, calcium_stack, cli
 
-ROOT = Path(__file__).resolve().parents[3]
 BASE = ["--backend", "numpy", "--no-progress"]
-
-
-def _calcium(tmp_path, data_dir, n=60) -> Path:
-    import tifffile
-
-    with tifffile.TiffFile(data_dir / "imageio-standard/calcium_imaging.tif") as t:
-        frames = np.stack([t.pages[i].asarray() for i in range(n)])
-    p = tmp_path / "calcium.tif"
-    tifffile.imwrite(p, frames, photometric="minisblack")
-    return p
-
-
-def _all_arrays(path, **kw) -> dict:
-    s = ResultStore.open(str(path), **kw)
-    return s.read(s.names)
-
-
-def _assert_same_store(a, b, kw_b=None):
-    da, db = _all_arrays(a), _all_arrays(b, **(kw_b or {}))
-    assert sorted(da) == sorted(db)
-    for k in da:
-        va, vb = np.asarray(da[k]), np.asarray(db[k])
-        if va.dtype.kind == "f":
-            np.testing.assert_array_equal(va, vb, err_msg=k)  # NaN == NaN here
-        else:
-            assert va.tolist() == vb.tolist(), k
 
 
 def _run(src, out, *extra):
     return main(["run", str(src), "--out", str(out), *BASE, *extra])
-
-
-def _cli(*args, env=None):
-    return subprocess.Popen([sys.executable, "-m", "gpudiff", *map(str, args)], cwd=ROOT,
-                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
 
 
 def _error_lines(err: str) -> list[str]:
@@ -81,7 +48,7 @@ def _damage(out: Path):
 
 
 def test_verify_finds_truncated_deleted_garbled_chunks_and_a_rerun_restores_the_store(tmp_path, data_dir, capsys):
-    src = _calcium(tmp_path, data_dir, n=41)
+    src = calcium_stack(tmp_path, data_dir, n=41)
     ref, out = tmp_path / "ref.zarr", tmp_path / "out.zarr"
     args = ("--chunk", "4", "--save-maps", "diff")
     assert _run(src, ref, *args) == 0
@@ -105,12 +72,12 @@ def test_verify_finds_truncated_deleted_garbled_chunks_and_a_rerun_restores_the_
     capsys.readouterr()
     assert _run(src, out, *args) == 0
     assert "4 chunks run" in capsys.readouterr().err  # exactly the damaged chunks were recomputed
-    _assert_same_store(ref, out)
+    assert_same_store(ref, out, maps=True)
     assert main(["status", "--verify", str(out)]) == 0
 
 
 def test_verify_json_and_a_damaged_pass_column_resets_that_pass(tmp_path, data_dir, capsys):
-    src = _calcium(tmp_path, data_dir, n=30)
+    src = calcium_stack(tmp_path, data_dir, n=30)
     ref, out = tmp_path / "ref.zarr", tmp_path / "out.zarr"
     args = ("--chunk", "5", "--corrupt")
     assert _run(src, ref, *args) == 0
@@ -126,12 +93,12 @@ def test_verify_json_and_a_damaged_pass_column_resets_that_pass(tmp_path, data_d
     assert main(["status", "--json", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["passes_pending"] == ["corrupt/cuts"]
     assert _run(src, out, *args) == 0
-    _assert_same_store(ref, out)
+    assert_same_store(ref, out, maps=True)
 
 
 def test_verify_on_s3_finds_a_deleted_chunk_object(tmp_path, data_dir, s3, capsys):
     opts, bucket = s3
-    src = _calcium(tmp_path, data_dir, n=25)
+    src = calcium_stack(tmp_path, data_dir, n=25)
     ref = tmp_path / "ref.zarr"
     url = f"s3://{bucket}/r.zarr"
     assert _run(src, ref, "--chunk", "4") == 0
@@ -145,7 +112,7 @@ def test_verify_on_s3_finds_a_deleted_chunk_object(tmp_path, data_dir, s3, capsy
     text = capsys.readouterr().out
     assert "chunk 2 " in text and "ssim missing" in text
     assert _run(src, url, "--chunk", "4") == 0
-    _assert_same_store(ref, url, {"storage_options": opts})
+    assert_same_store(ref, url, maps=True, open_b={"storage_options": opts})
     assert main(["status", "--verify", url]) == 0
 
 
@@ -153,7 +120,7 @@ def test_verify_on_s3_finds_a_deleted_chunk_object(tmp_path, data_dir, s3, capsy
 
 
 def test_status_reports_passes_that_shards_left_pending(tmp_path, data_dir, capsys):
-    src = _calcium(tmp_path, data_dir, n=30)
+    src = calcium_stack(tmp_path, data_dir, n=30)
     out = tmp_path / "s.zarr"
     for i in range(2):
         _run(src, out, "--chunk", "5", "--corrupt", "--background", "--shard", f"{i}/2")
@@ -175,7 +142,7 @@ def test_status_reports_passes_that_shards_left_pending(tmp_path, data_dir, caps
 def test_a_shard_leaving_the_corrupt_pass_to_a_final_run_exits_75(tmp_path, data_dir, capsys):
     """The corrupt/cuts decision needs the whole sequence: a shard's run is not finished (75, as with
     --background) until a run without --shard has made it; then 0."""
-    src = _calcium(tmp_path, data_dir, n=30)
+    src = calcium_stack(tmp_path, data_dir, n=30)
     out = tmp_path / "c.zarr"
     assert [_run(src, out, "--chunk", "5", "--corrupt", "--shard", f"{i}/2") for i in range(2)] == [75, 75]
     assert _run(src, out, "--chunk", "5", "--corrupt") == 0
@@ -199,7 +166,7 @@ def _partial(out: Path, array: str, key: str, age_s: float = 0) -> Path:
 
 def test_a_finished_run_removes_the_temporaries_of_killed_writers(tmp_path, data_dir, monkeypatch):
     monkeypatch.setattr(_verify, "PARTIAL_GRACE_S", 0.0)
-    src = _calcium(tmp_path, data_dir, n=21)
+    src = calcium_stack(tmp_path, data_dir, n=21)
     out = tmp_path / "r.zarr"
     assert _run(src, out, "--chunk", "5", "--shard", "0/2") == 0  # chunks 1, 3 left to shard 1
     old_other = _partial(out, "mse", "1", age_s=7200)  # shard 1's chunk, two hours old
@@ -230,7 +197,7 @@ def test_a_finished_run_removes_the_temporaries_of_killed_writers(tmp_path, data
 
 def test_an_unfinished_run_keeps_temporaries(tmp_path, data_dir, monkeypatch):
     monkeypatch.setattr(_verify, "PARTIAL_GRACE_S", 0.0)
-    src = _calcium(tmp_path, data_dir, n=21)
+    src = calcium_stack(tmp_path, data_dir, n=21)
     out = tmp_path / "r.zarr"
     args = ("--chunk", "5", "--shard", "0/2", "--background")  # a shard cannot run the background pass
     assert _run(src, out, *args) == 75
@@ -241,7 +208,7 @@ def test_an_unfinished_run_keeps_temporaries(tmp_path, data_dir, monkeypatch):
 
 
 def test_the_grace_protects_a_young_partial_of_a_duplicate_writer(tmp_path, data_dir):
-    src = _calcium(tmp_path, data_dir, n=11)
+    src = calcium_stack(tmp_path, data_dir, n=11)
     out = tmp_path / "r.zarr"
     assert _run(src, out, "--chunk", "5") == 0
     p = _partial(out, "mse", "0", age_s=1)  # this run's own chunk, but younger than the grace
@@ -284,14 +251,14 @@ def test_disk_full_during_run_one_line_exit_75_and_a_rerun_completes_identically
     assert "pending" in capsys.readouterr().out
     resize(64)
     assert _run(src, out, *args) == 0
-    _assert_same_store(ref, out)
+    assert_same_store(ref, out, maps=True)
     assert not list(out.rglob("*.partial"))
 
 
 def test_disk_full_in_worker_processes_is_one_line(cdnet_clip, tmp_path, small_fs):
     d, _ = small_fs
     src = cdnet_clip(24)
-    p = _cli("run", src, "--out", d / "r.zarr", *BASE, "--chunk", "2", "--save-maps", "diff",
+    p = cli("run", src, "--out", d / "r.zarr", *BASE, "--chunk", "2", "--save-maps", "diff",
              "--scheduler", "local:2")
     _, err = p.communicate(timeout=300)
     assert p.returncode == 75, err
@@ -353,7 +320,7 @@ def test_disk_full_in_compare_diff_map_leaves_no_file(cdnet_clip, small_fs, caps
 def test_a_store_that_cannot_be_written_is_one_line_exit_2(tmp_path, data_dir, monkeypatch, capsys):
     import zarr.storage
 
-    src = _calcium(tmp_path, data_dir, n=12)
+    src = calcium_stack(tmp_path, data_dir, n=12)
     out = tmp_path / "ro" / "r.zarr"
 
     async def denied(self, key, value, *a, **k):
@@ -394,23 +361,23 @@ def test_a_store_that_cannot_be_written_is_one_line_exit_2(tmp_path, data_dir, m
 
 
 def test_a_duplicated_shard_racing_itself_and_changed_shard_counts(tmp_path, data_dir):
-    src = _calcium(tmp_path, data_dir, n=401)
+    src = calcium_stack(tmp_path, data_dir, n=401)
     ref = tmp_path / "ref.zarr"
     args = ("--chunk", "4", "--backend", "numpy", "--no-progress")
     assert main(["run", str(src), "--out", str(ref), *args]) == 0
     for trial in range(3):
         out = tmp_path / f"dup{trial}.zarr"
-        procs = [_cli("run", src, "--out", out, *args, "--shard", "0/2") for _ in range(2)]
+        procs = [cli("run", src, "--out", out, *args, "--shard", "0/2") for _ in range(2)]
         for p in procs:
             _, err = p.communicate(timeout=300)
             assert p.returncode == 0, err  # shard 1's chunks are left
             assert "Traceback" not in err
         s = ResultStore.open(str(out)).summary()
         assert s["done"] == 200 and s["pending"] == 200  # every even chunk once, none twice
-        p = _cli("run", src, "--out", out, *args, "--shard", "1/2")
+        p = cli("run", src, "--out", out, *args, "--shard", "1/2")
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
-        _assert_same_store(ref, out)
+        assert_same_store(ref, out, maps=True)
         assert ResultStore.open(str(out), mode="r+").verify()["clean"]
         assert not list(out.rglob("*.partial"))
     out = tmp_path / "recount.zarr"
@@ -419,4 +386,4 @@ def test_a_duplicated_shard_racing_itself_and_changed_shard_counts(tmp_path, dat
         assert main(["run", str(src), "--out", str(out), *args, "--shard", f"{i}/3"]) in (0, 75)
     s = ResultStore.open(str(out)).summary()
     assert s["done"] == 400 and s["pending"] == 0 and s["failed"] == 0
-    _assert_same_store(ref, out)
+    assert_same_store(ref, out, maps=True)
