@@ -327,6 +327,14 @@ def _run(cfg: RunConfig, options: CompareOptions, *, stream=None) -> RunReport:
     stream = stream or sys.stderr
     source = open_source(cfg.source, component=cfg.component, max_pixels=options.max_pixels,
                          **_source_storage_options(cfg, open_source))
+    try:  # the driver's handle of the source (a TIFF's file, a video's decoder) closed however it ends
+        return _run_source(cfg, options, source, t0, stream, ResultStore, is_remote)
+    finally:
+        source.close()
+
+
+def _run_source(cfg: RunConfig, options: CompareOptions, source, t0: float, stream, ResultStore,
+                is_remote) -> RunReport:
     _check_sequence_length(cfg, len(source))
     plan = make_plan(len(source), pairs=cfg.pairs, explicit=source.pairs(), chunk=cfg.chunk)
     plan = replace(plan, chunk=store_chunk(cfg.chunk, plan.n_items))

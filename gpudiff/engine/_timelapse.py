@@ -173,6 +173,16 @@ def run_dedup(
 
     takes = storage_options is not None and "storage_options" in inspect.signature(open_source).parameters
     source = open_source(spec, component=component, **({"storage_options": storage_options} if takes else {}))
+    try:  # the source's file handle or decoder closed however the run ends
+        return _dedup_source(source, spec, options=options, out=out, keep_dir=keep_dir, link=link,
+                             overwrite=overwrite, chunk=chunk, workers=workers, on_decision=on_decision,
+                             storage_options=storage_options, t0=t0)
+    finally:
+        source.close()
+
+
+def _dedup_source(source, spec, *, options, out, keep_dir, link, overwrite, chunk, workers, on_decision,
+                  storage_options, t0) -> DedupRunReport:
     n = len(source)
     source_dir = spec if getattr(source, "kind", "") == "folder" and os.path.isdir(spec) else None
     kd = _check_keep_dir(keep_dir, source_dir) if keep_dir else None
