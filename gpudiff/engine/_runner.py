@@ -320,21 +320,19 @@ def run(cfg: RunConfig, options: CompareOptions, *, stream=None) -> RunReport:
 
 def _run(cfg: RunConfig, options: CompareOptions, *, stream=None) -> RunReport:
     from ..io import open_source  # noqa: PLC0415
-    from ..io._remote import is_remote  # noqa: PLC0415
-    from ._store import ResultStore  # noqa: PLC0415
 
     t0 = time.monotonic()
     stream = stream or sys.stderr
-    source = open_source(cfg.source, component=cfg.component, max_pixels=options.max_pixels,
-                         **_source_storage_options(cfg, open_source))
-    try:  # the driver's handle of the source (a TIFF's file, a video's decoder) closed however it ends
-        return _run_source(cfg, options, source, t0, stream, ResultStore, is_remote)
-    finally:
-        source.close()
+    # the driver's handle of the source (a TIFF's file, a video's decoder) closed however it ends
+    with open_source(cfg.source, component=cfg.component, max_pixels=options.max_pixels,
+                     **_source_storage_options(cfg, open_source)) as source:
+        return _run_source(cfg, options, source, t0, stream)
 
 
-def _run_source(cfg: RunConfig, options: CompareOptions, source, t0: float, stream, ResultStore,
-                is_remote) -> RunReport:
+def _run_source(cfg: RunConfig, options: CompareOptions, source, t0: float, stream) -> RunReport:
+    from ..io._remote import is_remote  # noqa: PLC0415
+    from ._store import ResultStore  # noqa: PLC0415
+
     _check_sequence_length(cfg, len(source))
     plan = make_plan(len(source), pairs=cfg.pairs, explicit=source.pairs(), chunk=cfg.chunk)
     plan = replace(plan, chunk=store_chunk(cfg.chunk, plan.n_items))

@@ -172,13 +172,11 @@ def run_dedup(
     import inspect  # noqa: PLC0415
 
     takes = storage_options is not None and "storage_options" in inspect.signature(open_source).parameters
-    source = open_source(spec, component=component, **({"storage_options": storage_options} if takes else {}))
-    try:  # the source's file handle or decoder closed however the run ends
+    # the source's file handle or decoder closed however the run ends
+    with open_source(spec, component=component, **({"storage_options": storage_options} if takes else {})) as source:
         return _dedup_source(source, spec, options=options, out=out, keep_dir=keep_dir, link=link,
                              overwrite=overwrite, chunk=chunk, workers=workers, on_decision=on_decision,
                              storage_options=storage_options, t0=t0)
-    finally:
-        source.close()
 
 
 def _dedup_source(source, spec, *, options, out, keep_dir, link, overwrite, chunk, workers, on_decision,
