@@ -96,6 +96,20 @@ class Plan:
         shard = shard or Shard()
         return list(range(shard.index, self.n_chunks, shard.count))
 
+    def items_of(self, chunks) -> np.ndarray:
+        """The item indices of ``chunks`` (in the order given), as one int64 array: linear in the
+        items selected, whatever the number of chunks."""
+        chunks = np.asarray(list(chunks), dtype=np.int64).reshape(-1)
+        if not chunks.size:
+            return np.arange(0, dtype=np.int64)
+        for c in (int(chunks.min()), int(chunks.max())):
+            self.chunk_slice(c)  # range check
+        starts = chunks * self.chunk
+        lengths = np.minimum(starts + self.chunk, self.n_items) - starts
+        # each item: its chunk's start plus its place in the chunk
+        offsets = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        return np.repeat(starts, lengths) + offsets
+
     def frames_of_chunk(self, c: int) -> np.ndarray:
         """Distinct frame indices the chunk reads, sorted (each is read once per chunk)."""
         s = self.chunk_slice(c)

@@ -344,7 +344,7 @@ def _run_source(cfg: RunConfig, options: CompareOptions, source, t0: float, stre
         return ResultStore.create_or_open(
             cfg.out, n_items=plan.n_items, chunk=plan.chunk, fields=fields, attrs=attrs,
             config=_run_config_key(options, cfg, source, plan, fields), overwrite=cfg.overwrite,
-            initial=_initial_columns(source, plan, fields),
+            initial=lambda: _initial_columns(source, plan, fields),
             **({"storage_options": cfg.storage_options} if is_remote(cfg.out) else {}))
 
     try:
@@ -455,8 +455,7 @@ def _tally(report: RunReport, cfg: RunConfig, plan: Plan, store, mine, results, 
         report.chunks_run += 1
         report.failures.extend(r.failures)
     status = store.read(["status"])["status"]
-    sel = np.concatenate([np.arange(plan.n_items)[plan.chunk_slice(c)] for c in mine]) if mine else np.arange(0)
-    st = status[sel]
+    st = status[plan.items_of(mine)]
     report.done = int(np.count_nonzero(st == 1))
     report.failed = int(np.count_nonzero(st == 2))
     report.pending = int(np.count_nonzero(st == 0))
