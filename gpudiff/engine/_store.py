@@ -88,7 +88,7 @@ import contextlib
 import os
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -229,7 +229,7 @@ class ResultStore:
         attrs: dict | None = None,
         config: dict | None = None,
         overwrite: bool = False,
-        initial: dict | None = None,
+        initial: dict | Callable[[], dict] | None = None,
         storage_options=None,
     ) -> ResultStore:
         """Create the store with its complete schema, or open the one another process made.
@@ -255,7 +255,9 @@ class ResultStore:
             anything else). Not for many processes at once: let one process overwrite.
         initial : dict of name -> array, optional
             Whole columns written at creation, before the store appears (e.g. ``reference_index``,
-            ``moving_index``, paths), so every item is labelled even while pending.
+            ``moving_index``, paths), so every item is labelled even while pending; or a function
+            returning them, called only by the process that creates the store (a resume does not
+            pay for labelling every item again).
         storage_options : dict or str, optional
             For a URL ``path``: the filesystem's options (default ``GPUDIFF_STORAGE_OPTIONS``).
 

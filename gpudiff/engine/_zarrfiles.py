@@ -212,6 +212,8 @@ def _create(path: Path, n_items, chunk, fields, attrs, config, initial) -> bool:
                     fill_value=f.fill,
                     dimension_names=list(f.dims),
                 )
+            if callable(initial):  # made only now, when this process creates the store
+                initial = initial()
             for name, values in (initial or {}).items():
                 if name not in {f.name for f in fields}:
                     raise ValueError(f"initial column {name!r} is not a field")

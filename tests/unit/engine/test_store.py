@@ -326,6 +326,23 @@ def test_initial_columns_label_pending_items(tmp_path):
     assert (rows[7]["reference"], rows[7]["moving"], rows[7]["status"]) == ("a7.png", "b7.png", "pending")
 
 
+def test_initial_columns_from_a_function_are_made_only_by_the_creator(tmp_path):
+    """A resume opens the store without labelling every item again (a 400k-item run spent 2 s on
+    it): the function is called once, by the process that creates the store."""
+    calls = []
+
+    def initial():
+        calls.append(1)
+        return {"reference_index": np.arange(N), "moving_index": np.arange(N) + 1}
+
+    a = make(tmp_path / "r.zarr", initial=initial)
+    b = make(tmp_path / "r.zarr", initial=initial)
+    assert calls == [1] and a.created_here and not b.created_here
+    cols = b.read(["reference_index", "moving_index"])
+    assert cols["reference_index"].tolist() == list(range(N))
+    assert cols["moving_index"].tolist() == list(range(1, N + 1))
+
+
 def test_summary(tmp_path):
     store = make(tmp_path / "r.zarr")
     for c in (0, 1, 2):
