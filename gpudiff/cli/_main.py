@@ -126,6 +126,7 @@ def _cmd_run(args) -> int:
         prefetch=args.prefetch,
         shard=parse_shard(args.shard) if args.shard is not None else None,
         overwrite=args.overwrite,
+        retry_failed=args.retry_failed,
         log_json=args.log_json,
         progress=False if args.no_progress else None,
         flow=args.flow is not None,
@@ -165,6 +166,9 @@ def _cmd_run(args) -> int:
             print(f"  item {item} failed: {err}", file=sys.stderr)
         if len(report.failures) > 5:
             print(f"  ... and {len(report.failures) - 5} more (gpudiff status {args.out})", file=sys.stderr)
+        if report.failed and not report.pending:
+            print("gpudiff run: fix the failed items' inputs in place, then rerun with --retry-failed to redo them",
+                  file=sys.stderr)
         if report.pending:
             print("gpudiff run: interrupted; run the same command again to resume", file=sys.stderr)
         elif report.exit_code == EXIT_INTERRUPTED:

@@ -309,6 +309,9 @@ def add_run_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="do part I of N (default: SLURM_ARRAY_TASK_ID/COUNT when set)")
     p.add_argument("--overwrite", action="store_true", help="delete an existing store and start again")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="also redo the failed items, re-reading their input files if they were fixed in place "
+                   "(a folder, glob or manifest; refused when a done item's input changed)")
     add_storage_options(p)
     p.add_argument("--log-json", action="store_true", help="progress and summary as JSON lines on stderr")
     p.add_argument("--no-progress", action="store_true", help="plain periodic lines even on a terminal")

@@ -118,6 +118,9 @@ class RunConfig:
     storage_options: dict | None = field(default=None, repr=False, compare=False)
     #: Frames each chunk task reads ahead on as many threads (None: 8 for a URL source, else 0).
     prefetch: int | None = None
+    #: Redo the failed items too, accepting a source whose changed files are inputs of failed items
+    #: only (``--retry-failed``; see :mod:`gpudiff.engine._retry`).
+    retry_failed: bool = False
 
     def __post_init__(self):
         bad = sorted(set(self.save_maps) - set(MAP_KINDS))
@@ -137,6 +140,8 @@ class RunConfig:
         if self.prefetch is not None and (isinstance(self.prefetch, bool) or not isinstance(self.prefetch, int)
                                           or not 0 <= self.prefetch <= 256):
             raise ConfigError(f"--prefetch {self.prefetch}: give a whole number of frames from 0 to 256")
+        if self.retry_failed and self.overwrite:
+            raise ConfigError("--retry-failed redoes the failed items of a store and --overwrite deletes it: give one")
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"--workers {self.workers} must be >= 1")
         object.__setattr__(self, "chunk", check_chunk(self.chunk))
@@ -348,20 +353,31 @@ def _run_source(cfg: RunConfig, options: CompareOptions, source, t0: float, stre
             **({"storage_options": cfg.storage_options} if is_remote(cfg.out) else {}))
 
     try:
-        store = open_store(plan)
-    except ConfigError as exc:
-        if plan.chunk == cfg.chunk:
-            raise
-        # a store made before --chunk was clamped to the item count records the chunk as given
         try:
-            plan = replace(plan, chunk=int(cfg.chunk))
             store = open_store(plan)
-        except ConfigError:
-            raise exc from None
+        except ConfigError as exc:
+            if plan.chunk == cfg.chunk:
+                raise
+            # a store made before --chunk was clamped to the item count records the chunk as given
+            try:
+                plan = replace(plan, chunk=int(cfg.chunk))
+                store = open_store(plan)
+            except ConfigError:
+                raise exc from None
+    except ConfigError as exc:
+        if not cfg.retry_failed:
+            _raise_with_retry_hint(cfg, exc)
+        plan, store = _accept_retry(cfg, options, source, plan, fields, open_store, exc, stream)
+    else:
+        _record_stamps(store, source)
     shard = cfg.shard or shard_from_env()
     mine = plan.shard_chunks(shard)
     started = clean_before_run(store)  # temporaries killed writers left (older than an hour)
-    pending = store.pending_chunks(mine)
+    pending = store.pending_chunks(mine, retry_failed=cfg.retry_failed)
+    if cfg.retry_failed and pending and (cfg.events or cfg.background):
+        from ._retry import reset_passes  # noqa: PLC0415
+
+        reset_passes(store)  # they saw the failed items' frames as missing: run them again
     report = RunReport(EXIT_OK, chunks_skipped=len(mine) - len(pending), bins_note=bins_note)
     progress = _Progress(sum(plan.chunk_slice(c).stop - plan.chunk_slice(c).start for c in pending),
                          len(pending), log_json=cfg.log_json, bar=cfg.progress, every_s=cfg.log_every_s,
@@ -377,6 +393,60 @@ def _run_source(cfg: RunConfig, options: CompareOptions, source, t0: float, stre
     clean_after_run(store, mine, started, finished=not report.pending and not report.interrupted)
     report.elapsed_s = time.monotonic() - t0
     return report
+
+
+def _record_stamps(store, source) -> None:
+    """The per-file stamps ``--retry-failed`` needs, kept once by the first run that finds the source
+    as the store records it (housekeeping: a failure to keep them never fails the run)."""
+    from ._retry import record_stamps  # noqa: PLC0415
+
+    try:
+        record_stamps(store, source)
+    except Exception:  # noqa: BLE001 (a read-only or full store: --retry-failed will say what it lacks)
+        pass
+
+
+def _raise_with_retry_hint(cfg: RunConfig, exc: ConfigError):
+    """Raise ``exc``; when the store has failed items and its recorded source is what differs,
+    say that ``--retry-failed`` exists (someone who fixed the broken files in place wants it)."""
+    from ..io._remote import is_remote  # noqa: PLC0415
+    from ._store import ResultStore  # noqa: PLC0415
+
+    hint = None
+    try:
+        if "source" in str(exc):
+            existing = ResultStore.open(cfg.out, **({"storage_options": cfg.storage_options}
+                                                    if is_remote(cfg.out) else {}))
+            if np.any(existing.read(["status"])["status"] == 2):
+                hint = ConfigError(f"{exc} (if you fixed the inputs of its failed items in place: --retry-failed)")
+    except Exception:  # noqa: BLE001 (the hint is a courtesy: the refusal stands as it was)
+        hint = None
+    if hint is not None:
+        raise hint from None
+    raise exc
+
+
+def _accept_retry(cfg: RunConfig, options, source, plan: Plan, fields, open_store, exc, stream):
+    """``--retry-failed`` on a store that refused this run: accept the changed source if only
+    failed items' inputs changed (else a one-line ConfigError), then open the store again."""
+    from ..io._remote import is_remote  # noqa: PLC0415
+    from ._retry import accept_changed_source  # noqa: PLC0415
+    from ._store import ResultStore  # noqa: PLC0415
+
+    try:
+        existing = ResultStore.open(cfg.out, mode="r+",
+                                    **({"storage_options": cfg.storage_options} if is_remote(cfg.out) else {}))
+    except Exception:  # noqa: BLE001 (no store to retry: the refusal as it was)
+        raise exc from None
+    if existing.n_items != plan.n_items or existing.chunk not in (plan.chunk, int(cfg.chunk)):
+        raise exc
+    plan = replace(plan, chunk=existing.chunk)
+    changed = accept_changed_source(existing, source, plan, _run_config_key(options, cfg, source, plan, fields))
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        print(f"gpudiff run: --retry-failed: {len(changed)} changed input file{'s' if len(changed) != 1 else ''} "
+              f"of failed items accepted ({shown}); their items run again", file=stream)
+    return plan, open_store(plan)
 
 
 def _source_storage_options(cfg: RunConfig, open_source) -> dict:

@@ -71,7 +71,8 @@ filesystem of :func:`gpudiff.io._remote.get_filesystem`):
   is complete. There are no temporaries to clean (:meth:`ResultStore.clean_stale_temporaries`
   returns 0).
 * **Listing may lag; nothing relies on it.** Status, data and the resume files
-  (``background_state.pkl``, ``events_done.json``: :meth:`ResultStore.read_aux`, one PUT each
+  (``background_state.pkl``, ``events_done.json``, and ``--retry-failed``'s
+  ``source_files.json.gz`` and ``source_accepted.json``: :meth:`ResultStore.read_aux`, one PUT each
   to write) are read by key. Only ``last_write`` in :meth:`ResultStore.summary` lists the status
   objects (their newest LastModified), and it is informational.
 * **Failures.** A write that fails (the endpoint unreachable, access denied, a timeout) raises a
@@ -122,7 +123,15 @@ from ._zarrfiles import (
     _write_error,
 )
 
-__all__ = ["ResultStore", "StoreRef"]
+__all__ = ["ResultStore", "StoreRef", "SOURCE_ACCEPTED", "SOURCE_STAMPS"]
+
+#: Beside the arrays: the source's fingerprint as ``gpudiff run --retry-failed`` last accepted it
+#: (JSON ``{"source": ..., "accepted": time, "changed": [...]}``), which a rerun matches instead of
+#: the one recorded at creation.
+SOURCE_ACCEPTED = "source_accepted.json"
+#: Beside the arrays: (name, size, mtime_ns) of every frame's file of a folder, glob or manifest
+#: (gzip JSON), so ``--retry-failed`` can tell which files changed however many there are.
+SOURCE_STAMPS = "source_files.json.gz"
 
 
 class ResultStore:
@@ -326,9 +335,24 @@ class ResultStore:
         store._check_same(n_items, chunk, fields, config)
         return store
 
+    def recorded_config(self) -> dict:
+        """The configuration a rerun must match: the one recorded at creation, with the source as
+        ``--retry-failed`` last accepted it (:data:`SOURCE_ACCEPTED`) when it did."""
+        import json  # noqa: PLC0415
+
+        config = dict(self.attrs.get("config", {}))
+        raw = self.read_aux(SOURCE_ACCEPTED)
+        if raw is not None:
+            try:
+                config["source"] = json.loads(raw)["source"]
+            except (ValueError, KeyError, TypeError):
+                raise InputError(f"{self.path}/{SOURCE_ACCEPTED} is damaged: rerun with --retry-failed to "
+                                 "record the source again, or --overwrite to start again") from None
+        return config
+
     def _check_same(self, n_items, chunk, fields, config):
         # The config first: it says why (other options, another source) better than its effects.
-        err = _config_mismatch(self.path, self.attrs.get("config", {}), config)
+        err = _config_mismatch(self.path, self.recorded_config(), config)
         if err is not None:
             raise err
         fix = "use the same input and options to resume, or --overwrite to start again"
@@ -680,6 +704,17 @@ class ResultStore:
             return None
         except Exception as e:  # noqa: BLE001
             raise remote_error(self.url, e, f"reading {name}") from None
+
+    def has_aux(self, name: str) -> bool:
+        """True when file ``name`` is beside the arrays (without reading it)."""
+        if not self.is_remote:
+            return os.path.exists(os.path.join(self.path, name))
+        from ..io._remote import remote_error  # noqa: PLC0415
+
+        try:
+            return bool(self._fs.exists(f"{self._fs_root}/{name}"))
+        except Exception as e:  # noqa: BLE001
+            raise remote_error(self.url, e, f"looking for {name}") from None
 
     def write_aux(self, name: str, data: bytes) -> None:
         """Write file ``name`` beside the arrays whole: locally a temporary renamed into place, on an

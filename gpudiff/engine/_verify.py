@@ -51,7 +51,7 @@ _BACKGROUND = ("foreground_fraction", "maps/foreground", "maps/foreground_labels
 _BG_STATE = "background_state.pkl"
 _EVENTS_DONE = "events_done.json"
 #: A write_aux temporary (``<name>.tmp<pid>``) of a killed writer.
-_AUX_TMP = re.compile(r"\.(pkl|json)\.tmp\d+$")
+_AUX_TMP = re.compile(r"\.(pkl|json|gz)\.tmp\d+$")
 
 
 def passes_state(store) -> dict:

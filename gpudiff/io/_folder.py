@@ -263,6 +263,17 @@ class FolderSource(_RemoteMixin, _ImageFilesMixin, Source):
         return {"kind": self.kind, "spec": self.spec, **_files_fingerprint(entries),
                 _RELATIVE: _files_fingerprint(relative)}
 
+    def frame_stamps(self):
+        """(name, size, mtime_ns) of each frame's file, in frame order, named as the fingerprint
+        names them (relative to the folder, or to a glob's folder): what ``--retry-failed`` compares
+        to find the files changed since a store was made. None for objects at a URL."""
+        if self.__dict__.get("_remote"):
+            return None
+        if self._dir is not None:
+            return [_stat_entry(os.path.join(self._dir, n), n) for n in self._names]
+        root = _glob_root(self.spec)
+        return [_stat_entry(p, _relative_name(p, root)) for p in self._names]
+
     def _remote_fingerprint(self) -> dict:
         fs, path = self._filesystem(self.spec)
         fs.invalidate_cache()

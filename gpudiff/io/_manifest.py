@@ -128,6 +128,11 @@ class ManifestSource(_ImageFilesMixin, Source):
     def pair_ids(self):
         return None if self._ids is None else list(self._ids)
 
+    def frame_stamps(self):
+        """(path, size, mtime_ns) of each frame's file (the manifest's distinct paths, in frame
+        order), named as the fingerprint names them: see FolderSource.frame_stamps."""
+        return [_stat_entry(p) for p in self._paths]
+
     def fingerprint(self):
         out = {"kind": self.kind, "spec": self.spec, "manifest": _files_fingerprint([_stat_entry(self.path)])}
         out.update(_files_fingerprint([_stat_entry(p) for p in self._paths]))
