@@ -3,7 +3,9 @@
 The pixel budget (``--max-pixels``) bounds height x width; a small file can still declare a size
 under it whose decode does not fit in memory (a 0.87 MB PNG of 30000 x 30000 RGB declares 2.7 GB of
 pixels). So before decoding, :func:`_check_memory` compares what reading it needs with the memory
-available and raises one :class:`~gpudiff.errors.InputError` when it does not fit.
+available and raises one :class:`~gpudiff.errors.InputError` when it does not fit. The frames of a
+sequence (a TIFF stack's pages, a Zarr array's planes, a video's pictures) share one declared shape,
+checked once when the source opens (:func:`check_decode_memory`, through the sources' frame budget).
 
 What reading needs: the decoded bytes (height x width x channels x bytes per sample, from the
 header's :class:`~gpudiff.io.ImageInfo`) times :data:`WORKING_COPIES`. Measured on 4000 x 4000 RGB
@@ -23,6 +25,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+
+import numpy as np
 
 from ..errors import ConfigError, InputError
 from ._imageinfo import ImageInfo
@@ -134,17 +138,32 @@ def decoded_bytes(info: ImageInfo) -> int:
 
 def _check_memory(info: ImageInfo) -> None:
     """InputError when reading ``info``'s page needs more memory than is available."""
+    channels = int(info.shape[2]) if len(info.shape) > 2 else 1
+    check_decode_memory(info.path, int(info.shape[0]), int(info.shape[1]), channels, info.dtype)
+
+
+def check_decode_memory(name, height, width, channels, dtype, *, per_frame: bool = False) -> None:
+    """InputError when decoding one ``height x width x channels`` image of ``dtype`` (its decoded
+    bytes times :data:`WORKING_COPIES`) needs more memory than :func:`available_memory` says.
+
+    ``name`` is what the message names (a file, ``stack.tif page 3``); ``per_frame`` says that the
+    size is each frame's of a sequence (a TIFF stack, a Zarr array, a video), checked at open.
+    The one place that compares what a decode needs with what is available.
+    """
     avail, where = available_memory()
     if avail is None:
         return
-    size = decoded_bytes(info)
+    dtype = np.dtype(dtype)
+    height, width, channels = int(height), int(width), int(channels)
+    size = height * width * channels * int(dtype.itemsize)
     need = size * WORKING_COPIES
     if need <= avail:
         return
-    height, width = int(info.shape[0]), int(info.shape[1])
-    channels = int(info.shape[2]) if len(info.shape) > 2 else 1
+    each = " per frame" if per_frame else ""
+    one = "a frame" if per_frame else "it"
     raise InputError(
-        f"{info.path} declares {width} x {height} x {channels} {info.dtype} = {_human(size)} of pixels; "
-        f"reading it needs about {_human(need)} but {_human(avail)} of memory is available ({where}): "
-        f"run with more memory, use a smaller image, or lower --max-pixels to refuse such files"
+        f"{name} declares {width} x {height} x {channels} {dtype} = {_human(size)} of pixels{each}; "
+        f"reading {one} needs about {_human(need)} but {_human(avail)} of memory is available ({where}): "
+        f"run with more memory (or raise {ENV_VAR} if you trust it), use a smaller image or crop, "
+        f"or lower --max-pixels to refuse such files"
     )

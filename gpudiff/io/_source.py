@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from ._images import _sniff, probe_image
+from ._memory import check_decode_memory
 from ._readerrors import _sci
 
 
@@ -229,13 +230,24 @@ class Source:
 # shared helpers
 
 
-def _check_budget(name, height, width, max_pixels) -> None:
+def _check_budget(name, height, width, max_pixels, *, channels=None, dtype=None, per_frame=True) -> None:
+    """A frame's pre-decode budget: its pixels against ``max_pixels``, then, given the frame's
+    ``channels`` and ``dtype`` (as :meth:`Source.read` returns it), the memory its decode needs
+    against the memory available (:func:`~gpudiff.io._memory.check_decode_memory`). Header
+    values only: nothing is decoded. ``per_frame``: the size is each frame's (checked at open)."""
     pixels = int(height) * int(width)
     if pixels > max_pixels:
         raise InputError(
             f"{name} declares {int(width)} x {int(height)} = {_sci(pixels)} pixels, over the budget of "
             f"{_sci(max_pixels)}: raise --max-pixels if you trust it"
         )
+    if dtype is not None:
+        check_decode_memory(name, height, width, 1 if channels is None else channels, dtype, per_frame=per_frame)
+
+
+def _frame_channels(shape) -> int:
+    """Samples per pixel of a frame shape ``(H, W)`` or ``(H, W, C)``."""
+    return int(shape[2]) if len(shape) > 2 else 1
 
 
 def _check_frame_budget(name, n, page_budget) -> None:

@@ -24,6 +24,7 @@ from ._source import (
     _RemoteMixin,
     _check_budget,
     _files_fingerprint,
+    _frame_channels,
     _single_image,
     _spec_of_url,
     _stat_entry,
@@ -153,7 +154,9 @@ class TiffSource(_RemoteMixin, Source):
                     self._layout(tif, page_budget)
             if self._n == 1 and not self._truncated:
                 raise _single_image(path)
-            _check_budget(self.path, self._plane.height, self._plane.width, max_pixels)
+            plane = self._plane  # every page of the series has its shape: the pixel and memory budgets once
+            _check_budget(self.path, plane.height, plane.width, max_pixels,
+                          channels=_frame_channels(plane.shape), dtype=plane.dtype)
         except BaseException as exc:
             self.close()  # the file is not left open behind an error
             if isinstance(exc, (InputError, MemoryError)) or not isinstance(exc, Exception):
@@ -455,7 +458,8 @@ class TiffSource(_RemoteMixin, Source):
                         page = page.aspage()
                     loading = loading + more
                 plane = _TiffPlane(page, f"{self.path} page {i}")
-                _check_budget(f"{self.path} page {i}", plane.height, plane.width, self.max_pixels)
+                _check_budget(f"{self.path} page {i}", plane.height, plane.width, self.max_pixels,
+                              channels=_frame_channels(plane.shape), dtype=plane.dtype, per_frame=False)
         # tifffile's notes on the page (a structure tag it could not parse, strip counts that do
         # not fit, a strip of 0 bytes) make the frame an error instead of a wrongly decoded one
         reason = _tiff_damage(page, loading)

@@ -18,6 +18,7 @@ from ._source import (
     _check_budget,
     _check_frame_budget,
     _files_fingerprint,
+    _frame_channels,
     _stat_entry,
 )
 from ._validate import validate_array
@@ -147,8 +148,9 @@ class VideoSource(Source):
             self._width, self._height = int(ctx.width), int(ctx.height)
             if self._width <= 0 or self._height <= 0:
                 raise InputError(f"{path} declares no frame size ({ctx.width} x {ctx.height}): check the file")
-            _check_budget(path, self._height, self._width, max_pixels)
             self._format = self._output_format(av, ctx.pix_fmt)
+            _check_budget(path, self._height, self._width, max_pixels,
+                          channels=_frame_channels(self.frame_shape), dtype=self.dtype)
             self._declared = int(stream.frames or 0)
             self._time_base = stream.time_base
             self._rate = stream.average_rate or stream.guessed_rate

@@ -33,6 +33,7 @@ from ._source import (
     _check_budget,
     _check_frame_budget,
     _files_fingerprint,
+    _frame_channels,
     _single_image,
     _spec_of_url,
     _stat_entry,
@@ -178,7 +179,7 @@ class ZarrSource(_RemoteMixin, Source):
             self._layout_plain(shape)
         self._out_dtype = _output_dtype(self._dtype_in, self._name)
         h, w = shape[self._y], shape[self._x]
-        _check_budget(self._name, h, w, max_pixels)
+        _check_budget(self._name, h, w, max_pixels, channels=_frame_channels(self.frame_shape), dtype=self._out_dtype)
         self._n = math.prod(shape[a] for a in self._frame_axes) if self._frame_axes else 1
         if self._n == 1 and not self._frame_axes:
             raise _single_image(self._name)

@@ -125,3 +125,143 @@ def test_in_a_run_batch_such_a_frame_fails_only_its_items(bomb, cdnet_clip, tmp_
     assert len(failed) == 2, err  # the two pairs the frame is in; the other three pairs are done
     assert all("b.png declares 30000 x 30000 x 3 uint8" in line and "available" in line for line in failed)
     assert "3 done, 2 failed" in err
+
+
+# ---- frames of a TIFF stack, a Zarr array, a video: checked once at open (issue 14, frames) -------
+
+STACK_FRAME = (512, 512, 3)  # uint16: 1572864 bytes a frame
+STACK_BYTES = 512 * 512 * 3 * 2
+
+
+def _mb(n):
+    return f"{n / 1e6:.3g} MB"
+
+
+@pytest.fixture
+def stack(tmp_path):
+    """3 pages of 512 x 512 RGB uint16 (random), written by tifffile."""
+    import numpy as np
+    import tifffile
+
+    frames = np.random.default_rng(3).integers(0, 65536, (3, *STACK_FRAME), dtype=np.uint16)
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, frames, photometric="rgb")
+    return path
+
+
+@pytest.fixture
+def zarr_array(tmp_path):
+    """The same kind of frames as a Zarr array (T, H, W, C), written by zarr."""
+    import numpy as np
+    import zarr
+
+    path = tmp_path / "frames.zarr"
+    z = zarr.create_array(str(path), shape=(3, *STACK_FRAME), dtype="uint16", chunks=(1, *STACK_FRAME))
+    z[:] = np.random.default_rng(4).integers(0, 65536, (3, *STACK_FRAME), dtype=np.uint16)
+    return path
+
+
+def _assert_refused(path, name, frame_bytes, limit, geometry):
+    from gpudiff.io import open_source
+
+    with pytest.raises(InputError) as exc:
+        open_source(path)
+    msg = str(exc.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"{name} declares {geometry} = {_mb(frame_bytes)} of pixels per frame"), msg
+    assert f"needs about {_mb(4 * frame_bytes)} but {_mb(limit)} of memory is available (GPUDIFF_MEMORY_LIMIT)" in msg
+    assert "raise GPUDIFF_MEMORY_LIMIT if you trust it" in msg and "more memory" in msg and "crop" in msg
+
+
+@pytest.mark.parametrize("kind", ["tiff", "zarr"])
+def test_a_stack_whose_frames_do_not_fit_is_refused_at_open_and_one_that_fits_reads(kind, stack, zarr_array,
+                                                                                    monkeypatch):
+    import numpy as np
+    import tifffile
+    import zarr
+
+    from gpudiff.io import open_source
+
+    path = stack if kind == "tiff" else zarr_array
+    limit = 4 * STACK_BYTES - 1_000_000  # below the 4 working copies of one frame
+    monkeypatch.setenv("GPUDIFF_MEMORY_LIMIT", str(limit))
+    _assert_refused(path, str(path), STACK_BYTES, limit, "512 x 512 x 3 uint16")
+
+    monkeypatch.setenv("GPUDIFF_MEMORY_LIMIT", str(4 * STACK_BYTES))  # just enough
+    with open_source(path) as src:
+        assert len(src) == 3
+        oracle = tifffile.imread(path, key=0) if kind == "tiff" else zarr.open_array(str(path), mode="r")[0]
+        got = src.read(0)
+        assert got.dtype == oracle.dtype
+        np.testing.assert_array_equal(got, oracle)
+
+
+def test_a_video_whose_frames_do_not_fit_is_refused_at_open_and_one_that_fits_reads(data_dir, monkeypatch):
+    pytest.importorskip("av")
+    cv2 = pytest.importorskip("cv2")
+    import numpy as np
+
+    from gpudiff.io import open_source
+
+    path = data_dir / "imageio-standard" / "realshort.mp4"
+    cap = cv2.VideoCapture(str(path))
+    ok, first = cap.read()
+    cap.release()
+    assert ok
+    oracle = first[..., ::-1]  # OpenCV's BGR -> RGB
+    h, w = oracle.shape[:2]
+    frame_bytes = h * w * 3  # uint8
+    limit = 2 * frame_bytes
+    monkeypatch.setenv("GPUDIFF_MEMORY_LIMIT", str(limit))
+    with pytest.raises(InputError) as exc:
+        open_source(path)
+    msg = str(exc.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"{path} declares {w} x {h} x 3 uint8 = {frame_bytes / 1e3:.3g} kB of pixels per frame")
+    assert f"needs about {4 * frame_bytes / 1e3:.3g} kB but {limit / 1e3:.3g} kB of memory is available" in msg
+
+    monkeypatch.setenv("GPUDIFF_MEMORY_LIMIT", str(4 * frame_bytes))
+    with open_source(path) as src:
+        got = src.read(0)
+    assert got.shape == oracle.shape and got.dtype == np.uint8
+    assert np.abs(got.astype(int) - oracle).mean() < 1.0  # decoders differ slightly (tests/unit/io)
+
+
+def test_a_tiff_page_of_another_shape_is_checked_when_read_naming_the_page(tmp_path, monkeypatch):
+    import numpy as np
+    import tifffile
+
+    from gpudiff.io import open_source
+
+    path = tmp_path / "mixed.tif"
+    small = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)
+    with tifffile.TiffWriter(path) as tw:  # no shaped metadata: one frame per page, shapes differ
+        tw.write(small, metadata=None)
+        tw.write(np.ones(STACK_FRAME, np.uint16), photometric="rgb", metadata=None)
+        tw.write(small[::-1], metadata=None)
+    limit = 4 * STACK_BYTES // 2
+    monkeypatch.setenv("GPUDIFF_MEMORY_LIMIT", str(limit))
+    with open_source(path) as src:
+        np.testing.assert_array_equal(src.read(0), tifffile.imread(path, key=0))
+        np.testing.assert_array_equal(src.read(2), tifffile.imread(path, key=2))
+        with pytest.raises(InputError) as exc:
+            src.read(1)
+    msg = str(exc.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"{path} page 1 declares 512 x 512 x 3 uint16 = {_mb(STACK_BYTES)} of pixels;"), msg
+    assert f"but {_mb(limit)} of memory is available" in msg
+
+
+def test_gpudiff_run_on_such_a_stack_exits_2_with_one_line(stack, tmp_path):
+    from tests._stores import cli
+
+    out = tmp_path / "out.zarr"
+    proc = cli("run", stack, "--out", out, "--no-progress",
+               env={"GPUDIFF_MEMORY_LIMIT": str(STACK_BYTES), "GPUDIFF_BACKEND": "numpy"})
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert lines[0].startswith(f"gpudiff run: error: {stack} declares 512 x 512 x 3 uint16"), stderr
+    assert "GPUDIFF_MEMORY_LIMIT" in lines[0]
+    assert not out.exists()
