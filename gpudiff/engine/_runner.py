@@ -46,10 +46,22 @@ MAP_KINDS = ("diff", "flow", "foreground", "labels")
 MAX_CHUNK = 1 << 31
 
 
-def store_chunk(chunk: int, n_items: int) -> int:
+def store_chunk(chunk: int, n_items: int, per_item_bytes: int = 0, parallel: int = 1, available=None, *,
+                serial_item_bytes: int = 0, share: float = 0.5) -> int:
     """The store's (and the plan's) items per chunk: ``chunk``, but no more than there are items
-    (at least 1), so memory follows the work, not the flag (``--chunk 100000000`` on 9 items)."""
-    return max(1, min(int(chunk), int(n_items)))
+    (at least 1), so memory follows the work, not the flag (``--chunk 100000000`` on 9 items).
+
+    And no more than fits in ``share`` of the ``available`` bytes (None: no bound), at least 1:
+    each of the ``parallel`` chunk tasks that run at once holds ``per_item_bytes`` per item of its
+    chunk (its ``--save-maps`` maps), and one pass over the chunks in turn (the background model)
+    ``serial_item_bytes`` per item. Pure: the caller reads the memory and says what it lowered.
+    """
+    chunk = max(1, min(int(chunk), int(n_items)))
+    per_item = max(int(per_item_bytes) * max(1, int(parallel)), int(serial_item_bytes))
+    if available is None or per_item <= 0:
+        return chunk
+    room = int(int(available) * share)
+    return max(1, min(chunk, room // per_item))
 
 
 def _whole_in(value, lo: int, hi: int) -> bool:
@@ -340,7 +352,7 @@ def _run_source(cfg: RunConfig, options: CompareOptions, source, t0: float, stre
 
     _check_sequence_length(cfg, len(source))
     plan = make_plan(len(source), pairs=cfg.pairs, explicit=source.pairs(), chunk=cfg.chunk)
-    plan = replace(plan, chunk=store_chunk(cfg.chunk, plan.n_items))
+    plan = replace(plan, chunk=_memory_bounded_chunk(cfg, source, plan, stream))
     options, bins_note = _resolve_bins_range(options, source)
     fields = _fields(options, cfg, source)
     attrs = _store_attrs(options, cfg, source, fields)
@@ -393,6 +405,59 @@ def _run_source(cfg: RunConfig, options: CompareOptions, source, t0: float, stre
     clean_after_run(store, mine, started, finished=not report.pending and not report.interrupted)
     report.elapsed_s = time.monotonic() - t0
     return report
+
+
+def _memory_bounded_chunk(cfg: RunConfig, source, plan: Plan, stream) -> int:
+    """The chunk of this run's store: ``--chunk`` clamped to the items and, for a new store, lowered
+    to what fits half the memory available (said in one line on ``stream``).
+
+    A chunk task holds its ``--save-maps`` maps for every item of its chunk, as many tasks at once
+    as Dask runs (the background pass its masks one chunk at a time). A resume keeps the chunk its
+    store was made with.
+    """
+    from ..io._remote import is_remote  # noqa: PLC0415
+    from ._store import ResultStore  # noqa: PLC0415
+
+    chunk = store_chunk(cfg.chunk, plan.n_items)
+    px = int(np.prod((source.frame_shape or (0, 0))[:2]))
+    flow_maps = bool(cfg.flow) and "flow" in cfg.save_maps
+    maps = {"maps/diff": 4 * px * ("diff" in cfg.save_maps), "maps/flow": 8 * px * flow_maps,  # float32
+            "maps/flow_valid": px * (flow_maps and bool(cfg.flow_check))}  # bool
+    serial = {"maps/foreground": px * (bool(cfg.background) and "foreground" in cfg.save_maps),  # bool
+              "maps/foreground_labels": px * (bool(cfg.background) and "labels" in cfg.save_maps)}  # uint8
+    sched = (cfg.scheduler or "threads").strip()
+    if (any(maps.values()) or any(serial.values())) and "://" not in sched:  # tcp://: memory of other hosts
+        existing = None
+        if not cfg.overwrite:
+            try:
+                existing = ResultStore.open(cfg.out, **({"storage_options": cfg.storage_options}
+                                                        if is_remote(cfg.out) else {}))
+            except Exception:  # noqa: BLE001 (none there, or something else: creating it says what)
+                existing = None
+        if existing is not None:
+            if existing.n_items == plan.n_items and existing.chunk < chunk:
+                chunk = existing.chunk  # made with a chunk lowered to the memory of its first run
+        else:
+            import os  # noqa: PLC0415
+
+            from ..io._memory import _human, available_memory  # noqa: PLC0415
+
+            avail, where = available_memory()
+            parallel = (1 if sched == "sync" else int(sched.split(":", 1)[1]) if sched.startswith("local:")
+                        else cfg.workers or os.cpu_count() or 1)
+            per, ser = sum(maps.values()), sum(serial.values())
+            bounded = store_chunk(cfg.chunk, plan.n_items, per, parallel, avail, serial_item_bytes=ser)
+            if bounded < chunk:
+                at_once = parallel if per * parallel >= ser else 1
+                names = ", ".join(n for n, b in {**maps, **serial}.items() if b)
+                h, w = source.frame_shape[:2]
+                print(f"gpudiff run: --chunk {cfg.chunk} lowered to {bounded}: {chunk} items of {names} "
+                      f"({w} x {h}) x {at_once} chunk{'s' if at_once != 1 else ''} at once need "
+                      f"{_human(chunk * max(per * parallel, ser))}, over half of the {_human(avail)} of memory "
+                      f"available ({where}); pass a smaller --chunk to choose it, or give the job more memory",
+                      file=stream)
+            chunk = bounded
+    return chunk
 
 
 def _record_stamps(store, source) -> None:
