@@ -348,7 +348,9 @@ def _remove_store_remote(fs, root: str, url: str) -> None:
 
 
 #: Files a run keeps beside the arrays (resume state of the sequence passes).
-_AUX_NAMES = ("background_state.pkl", "events_done.json")
+#: The files beside the arrays (the passes' resume files; --retry-failed's per-file stamps and the
+#: source it accepted: _store.SOURCE_STAMPS, _store.SOURCE_ACCEPTED): a store's own, never strays.
+_AUX_NAMES = ("background_state.pkl", "events_done.json", "source_files.json.gz", "source_accepted.json")
 
 
 def _create_remote(fs, root: str, url: str, n_items, chunk, fields, attrs, config, initial) -> bool:

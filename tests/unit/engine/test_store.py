@@ -460,3 +460,13 @@ def test_export_parquet_without_pyarrow(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake)
     with pytest.raises(InputError, match="pip install pyarrow"):
         export_parquet(store, tmp_path / "x.parquet")
+
+
+def test_aux_file_names_are_known_to_the_remote_store_housekeeping():
+    """Every file the engine keeps beside the arrays is one the remote creation and --overwrite
+    count as the store's own (else a half-removed store's stamps would read as someone's data)."""
+    from gpudiff.engine._passes import _BG_STATE, _EVENTS_DONE
+    from gpudiff.engine._store import SOURCE_ACCEPTED, SOURCE_STAMPS
+    from gpudiff.engine._zarrfiles import _AUX_NAMES
+
+    assert {_BG_STATE, _EVENTS_DONE, SOURCE_STAMPS, SOURCE_ACCEPTED} <= set(_AUX_NAMES)
