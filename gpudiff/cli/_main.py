@@ -127,6 +127,7 @@ def _cmd_run(args) -> int:
         shard=parse_shard(args.shard) if args.shard is not None else None,
         overwrite=args.overwrite,
         retry_failed=args.retry_failed,
+        verify_on_start=True if args.verify_on_start else None,
         log_json=args.log_json,
         progress=False if args.no_progress else None,
         flow=args.flow is not None,

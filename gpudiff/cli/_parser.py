@@ -312,6 +312,9 @@ def add_run_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true",
                    help="also redo the failed items, re-reading their input files if they were fixed in place "
                    "(a folder, glob or manifest; refused when a done item's input changed)")
+    p.add_argument("--verify-on-start", action="store_true",
+                   help="read this shard's finished chunks back before resuming and redo damaged ones (on by "
+                   "itself on FUSE mounts of object stores, whose rename is not atomic)")
     add_storage_options(p)
     p.add_argument("--log-json", action="store_true", help="progress and summary as JSON lines on stderr")
     p.add_argument("--no-progress", action="store_true", help="plain periodic lines even on a terminal")

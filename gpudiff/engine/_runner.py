@@ -133,6 +133,10 @@ class RunConfig:
     #: Redo the failed items too, accepting a source whose changed files are inputs of failed items
     #: only (``--retry-failed``; see :mod:`gpudiff.engine._retry`).
     retry_failed: bool = False
+    #: Verify this shard's finished chunks before resuming and re-mark damaged ones pending
+    #: (``--verify-on-start``): True; None: only on a filesystem that cannot rename atomically
+    #: (:func:`gpudiff.engine._verify.non_atomic_rename_fs`); False: never.
+    verify_on_start: bool | None = None
 
     def __post_init__(self):
         bad = sorted(set(self.save_maps) - set(MAP_KINDS))
@@ -384,6 +388,7 @@ def _run_source(cfg: RunConfig, options: CompareOptions, source, t0: float, stre
         _record_stamps(store, source)
     shard = cfg.shard or shard_from_env()
     mine = plan.shard_chunks(shard)
+    _verify_on_start(cfg, store, mine, stream)
     started = clean_before_run(store)  # temporaries killed writers left (older than an hour)
     pending = store.pending_chunks(mine, retry_failed=cfg.retry_failed)
     if cfg.retry_failed and pending and (cfg.events or cfg.background):
@@ -458,6 +463,33 @@ def _memory_bounded_chunk(cfg: RunConfig, source, plan: Plan, stream) -> int:
                       file=stream)
             chunk = bounded
     return chunk
+
+
+def _verify_on_start(cfg: RunConfig, store, mine, stream) -> None:
+    """Before resuming, read this shard's finished chunks back and re-mark damaged ones pending
+    (as ``gpudiff status --verify`` does), with ``--verify-on-start`` or on a filesystem whose
+    rename is not atomic, where a killed writer can leave a short chunk file under a done status."""
+    from ._verify import non_atomic_rename_fs  # noqa: PLC0415
+
+    if cfg.verify_on_start is False or getattr(store, "created_here", False) or not mine:
+        return
+    why = "--verify-on-start"
+    if cfg.verify_on_start is None:
+        fs = None if store.is_remote else non_atomic_rename_fs(store.path)
+        if fs is None:
+            return
+        why = f"the store is on {fs}, which cannot rename atomically"
+    report = store.verify(chunks=mine)
+    if report["findings"]:
+        reset = report["passes_reset"]
+        print(f"gpudiff run: verified {_n(len(mine), 'chunk')} first ({why}): {len(report['remarked'])} damaged "
+              f"re-marked pending{'; passes reset: ' + ', '.join(reset) if reset else ''}"
+              f"{'; damaged at creation (--overwrite to remake): ' + str(len(report['unrecoverable'])) if report['unrecoverable'] else ''}",
+              file=stream)
+
+
+def _n(k: int, word: str) -> str:
+    return f"{k} {word}{'s' if k != 1 else ''}"
 
 
 def _record_stamps(store, source) -> None:

@@ -590,7 +590,7 @@ class ResultStore:
             return {}
         return {"passes": passes, "passes_pending": [k for k, v in passes.items() if v["state"] != "done"]}
 
-    def verify(self, *, repair: bool = True) -> dict:
+    def verify(self, *, repair: bool = True, chunks=None) -> dict:
         """Read every chunk of every array and check it against the status: a done or failed chunk
         whose data is missing or unreadable is re-marked pending (with ``repair``), so a rerun of the
         same command recomputes it; a damaged pass column resets that pass. The rules and the
@@ -599,7 +599,7 @@ class ResultStore:
 
         if repair and self.mode == "r":
             raise ValueError(f"{self.path} is open read-only: open it with mode='r+' to repair")
-        return verify(self, repair=repair)
+        return verify(self, repair=repair, chunks=chunks)
 
     def findings(self, status=None) -> dict:
         """What the sequence passes and the alignment found, over the done items, for summaries:

@@ -54,6 +54,40 @@ _EVENTS_DONE = "events_done.json"
 _AUX_TMP = re.compile(r"\.(pkl|json|gz)\.tmp\d+$")
 
 
+#: FUSE mounts of object stores: their rename is a copy and a delete, so a writer killed during it
+#: can leave a short chunk file under its final name (the filesystem types /proc/mounts shows).
+NON_ATOMIC_RENAME_FS = ("fuse.gcsfuse", "fuse.s3fs", "fuse.goofys", "fuse.rclone", "fuse.mountpoint-s3",
+                        "fuse.blobfuse", "fuse.blobfuse2", "fuse.geesefs")
+
+
+def _mount_field(text: str) -> str:
+    """A /proc/mounts field with its octal escapes (``\\040`` for a space) decoded."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+
+
+def non_atomic_rename_fs(path, mounts: str | None = None) -> str | None:
+    """The filesystem type of ``path``'s mount when it is one that cannot rename atomically
+    (:data:`NON_ATOMIC_RENAME_FS`), else None. ``mounts``: the text of /proc/self/mounts (read when
+    None; None is returned where it cannot be read)."""
+    if mounts is None:
+        try:
+            with open("/proc/self/mounts", encoding="utf-8", errors="surrogateescape") as f:
+                mounts = f.read()
+        except OSError:
+            return None
+    target = os.path.realpath(os.fspath(path))
+    best, best_type = "", None
+    for line in mounts.splitlines():
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        point, fstype = _mount_field(parts[1]), parts[2]
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, best_type = point, fstype
+    return best_type if best_type in NON_ATOMIC_RENAME_FS else None
+
+
 def passes_state(store) -> dict:
     """The sequence passes the store was made for, each ``{"state": "done"|"pending", ...}``
     (background: ``next_chunk`` of ``n_chunks``, ``items_pending``), read from their resume files."""
@@ -83,8 +117,9 @@ def _bg_next_chunk(store) -> int:
         return 0
 
 
-def verify(store, *, repair: bool = True) -> dict:
-    """Check every chunk of ``store`` against its status (module docstring); with ``repair``
+def verify(store, *, repair: bool = True, chunks=None) -> dict:
+    """Check every chunk of ``store`` (or only ``chunks``: a shard's own, which no other shard
+    writes) against its status (module docstring); with ``repair``
     re-mark damaged chunks pending and reset damaged passes. Returns a JSON-able report:
     ``findings`` (one dict per damaged chunk or pass: ``chunk``, ``items``, ``arrays`` with what
     is wrong), ``remarked`` (chunks), ``passes_reset``, ``unrecoverable``, ``clean``."""
@@ -97,7 +132,7 @@ def verify(store, *, repair: bool = True) -> dict:
     findings, remarked, unrecoverable = [], [], []
     reset = set()
     status_arr = store._arrays["status"]
-    for c in range(store.n_chunks):
+    for c in (range(store.n_chunks) if chunks is None else sorted({int(c) for c in chunks})):
         sl = store.chunk_slice(c)
         problems: dict = {}
         try:
