@@ -15,6 +15,7 @@ from ._source import (
     _check_budget,
     _check_frame_budget,
     _files_fingerprint,
+    _frame_channels,
     _single_image,
     _stat_entry,
 )
@@ -40,7 +41,9 @@ class GifSource(Source):
             raise _single_image(path)
         _check_frame_budget(path, self._n, page_budget)
         last = probe_image(path, page=self._n - 1)  # the canvas grows to hold every frame
-        _check_budget(path, last.shape[0], last.shape[1], max_pixels)
+        # the pixel budget, then the memory a frame's decode needs (each frame is decoded on the canvas)
+        _check_budget(path, last.shape[0], last.shape[1], max_pixels,
+                      channels=_frame_channels(last.shape), dtype=last.dtype)
         self._shape = tuple(first.shape)
         self._dtype = first.dtype
 

@@ -265,3 +265,25 @@ def test_gpudiff_run_on_such_a_stack_exits_2_with_one_line(stack, tmp_path):
     assert lines[0].startswith(f"gpudiff run: error: {stack} declares 512 x 512 x 3 uint16"), stderr
     assert "GPUDIFF_MEMORY_LIMIT" in lines[0]
     assert not out.exists()
+
+
+def test_a_gif_whose_frames_do_not_fit_is_refused_at_open_and_one_that_fits_reads(data_dir, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from gpudiff.io import open_source
+
+    path = data_dir / "imageio-standard" / "newtonscradle.gif"  # 36 frames of 200 x 150, RGB on decode
+    oracle = np.asarray(Image.open(path).convert("RGB"))
+    h, w = oracle.shape[:2]
+    frame_bytes = h * w * 3
+    monkeypatch.setenv("GPUDIFF_MEMORY_LIMIT", str(2 * frame_bytes))
+    with pytest.raises(InputError) as exc:
+        open_source(path)
+    msg = str(exc.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"{path} declares {w} x {h} x 3 uint8 = {frame_bytes / 1e3:.3g} kB of pixels per frame"), msg
+
+    monkeypatch.setenv("GPUDIFF_MEMORY_LIMIT", str(4 * frame_bytes))
+    with open_source(path) as src:
+        np.testing.assert_array_equal(src.read(0), oracle)
