@@ -20,6 +20,11 @@ finishes: (1) the chunks of failed items with a changed input are re-marked pend
 sequence passes' resume files removed (they saw the frames as missing); (2) the new per-file
 stamps; (3) the accepted fingerprint (:data:`~gpudiff.engine._store.SOURCE_ACCEPTED`), from which
 on a plain rerun resumes too.
+
+Shards of one ``--retry-failed`` may start at once: each accepts the same record. A shard that read
+the record before another wrote it, and the status after the other redid items, finds done items
+with a changed input; it reads the record again, and since every shard writes it before redoing
+anything, the record then holds the new source and those items are the other shard's results.
 """
 
 from __future__ import annotations
@@ -103,6 +108,14 @@ def reset_passes(store) -> list[str]:
     return out
 
 
+def _accepted_meanwhile(store, new_src) -> bool:
+    """True when the store's record (read again, after the status) now holds ``new_src``: a shard of
+    the same ``--retry-failed`` started at once wrote it before redoing any item, so done items with
+    a changed input are its results, not old ones."""
+    now = store.recorded_config().get("source")
+    return _config_mismatch(store.url, {"source": now}, {"source": new_src}) is None
+
+
 def accept_changed_source(store, source, plan, config: dict) -> list[str]:
     """Accept ``source`` for ``store`` when it differs from the store's record only in files that are
     inputs of failed or pending items (module docstring); returns the changed files' labels.
@@ -151,6 +164,8 @@ def accept_changed_source(store, source, plan, config: dict) -> list[str]:
     uses = changed[plan.reference] | changed[plan.moving]
     status = store.read(["status"])["status"]
     done_bad = np.flatnonzero(uses & (status == DONE))
+    if done_bad.size and _accepted_meanwhile(store, new_src):
+        return []  # another shard of the same retry accepted it and has redone those items since
     if done_bad.size:
         i = int(done_bad[0])
         frame = int(plan.reference[i]) if changed[plan.reference[i]] else int(plan.moving[i])

@@ -221,3 +221,50 @@ def test_a_retry_killed_between_its_writes_is_finished_by_the_same_command(cdnet
 def test_retry_failed_with_overwrite_is_refused(cdnet_clip, tmp_path, capsys):
     code, err = _run(capsys, cdnet_clip(3), "--out", tmp_path / "s.zarr", "--retry-failed", "--overwrite")
     assert code == 2 and "give one" in _one_line(err)
+
+
+def test_shards_retrying_at_once_do_not_refuse_each_others_results(cdnet_clip, tmp_path, capsys, monkeypatch):
+    """Shard 1 reads the store's record before shard 0 of the same retry accepts the fixed file,
+    and the status after shard 0 has redone the items: the items done with the changed input are
+    shard 0's, so shard 1 goes on (the record, read again after the status, says so)."""
+    folder = cdnet_clip(13)  # 12 items, 3 chunks of 4
+    frame = sorted(folder.iterdir())[5]  # an input of items 4 and 5 (chunk 1)
+    good = _break(frame)
+    out, ref = tmp_path / "s.zarr", tmp_path / "ref.zarr"
+    assert _run(capsys, folder, "--out", out)[0] == 1
+    stale = ResultStore.open(out).recorded_config()
+    stale_stamps = (out / SOURCE_STAMPS).read_bytes()
+    frame.write_bytes(good)
+    assert _run(capsys, folder, "--out", out, "--retry-failed")[0] == 0  # "shard 0": the whole retry
+
+    real = ResultStore.recorded_config
+    calls = []
+
+    def first_stale(self):
+        calls.append(1)
+        return stale if len(calls) == 1 else real(self)
+
+    real_aux = ResultStore.read_aux
+
+    def stale_table(self, name):  # the stamps as shard 1 read them, before shard 0 replaced them
+        return stale_stamps if name == SOURCE_STAMPS else real_aux(self, name)
+
+    monkeypatch.setattr(ResultStore, "recorded_config", first_stale)
+    monkeypatch.setattr(ResultStore, "read_aux", stale_table)
+    from gpudiff.engine._retry import accept_changed_source
+    from gpudiff.engine._runner import RunConfig, _fields, _run_config_key
+    from gpudiff.engine._plan import make_plan
+    from gpudiff.io import open_source
+    from gpudiff.options import CompareOptions
+
+    options = CompareOptions(backend="numpy")
+    cfg = RunConfig(source=str(folder), out=str(out), chunk=4)
+    with open_source(str(folder)) as src:
+        plan = make_plan(len(src), chunk=4)
+        config = _run_config_key(options, cfg, src, plan, _fields(options, cfg, src))
+        assert accept_changed_source(ResultStore.open(out, mode="r+"), src, plan, config) == []
+    assert len(calls) >= 2  # read again after the status: without it, item 4 is refused as done
+    monkeypatch.setattr(ResultStore, "recorded_config", real)
+    monkeypatch.setattr(ResultStore, "read_aux", real_aux)
+    assert _run(capsys, folder, "--out", ref)[0] == 0
+    assert_same_store(out, ref)
