@@ -298,9 +298,17 @@ def _format_status(path, s: dict) -> str:
     if isinstance(src, dict):
         count = f" ({src['count']} files)" if src.get("count") is not None else ""
         lines.append(f"  source: {src.get('kind', '?')} {src.get('spec', '?')}{count}")
+    retried = s.get("retried")
+    if isinstance(retried, dict) and retried.get("n_changed") is not None:
+        n, shown = retried["n_changed"], ", ".join(retried.get("changed") or [])
+        more = f" and {n - len(retried['changed'])} more" if n > len(retried.get("changed") or []) else ""
+        lines.append(f"  retried: {n} changed input file{'s' if n != 1 else ''} of failed items accepted by "
+                     f"--retry-failed at {retried.get('accepted')}" + (f" ({shown}{more})" if shown else ""))
     found = format_findings(s.get("findings") or {})
     if found:
         lines.append(f"  found: {found}")
+    if s.get("failed") and not s.get("pending"):
+        lines.append("  fix the failed items' inputs in place, then rerun the run's command with --retry-failed")
     for f in s.get("failures", [])[:20]:
         if isinstance(f, dict):
             lines.append(f"  item {f.get('item')} failed: {f.get('error')}")

@@ -579,7 +579,23 @@ class ResultStore:
             "source": self.attrs.get("source"),
             "findings": self.findings(status),
             **self._passes_summary(),
+            **self._retry_summary(),
         }
+
+    def _retry_summary(self) -> dict:
+        """``retried``: when ``--retry-failed`` last accepted a changed source, how many files had
+        changed, the first of them, and when (from :data:`SOURCE_ACCEPTED`)."""
+        import json  # noqa: PLC0415
+
+        try:
+            raw = self.read_aux(SOURCE_ACCEPTED)
+            doc = None if raw is None else json.loads(raw)
+        except Exception:  # noqa: BLE001 (informational: a damaged record is reported by a run)
+            return {}
+        if not isinstance(doc, dict):
+            return {}
+        return {"retried": {"accepted": doc.get("accepted"), "n_changed": doc.get("n_changed"),
+                            "changed": list(doc.get("changed") or [])[:5]}}
 
     def _passes_summary(self) -> dict:
         """``passes`` (the sequence passes' state) and ``passes_pending`` (their names) for summaries."""

@@ -50,6 +50,8 @@ def test_fixed_frame_is_redone_and_the_store_equals_a_run_on_good_files(cdnet_cl
     code, err = _run(capsys, folder, "--out", out, *passes)
     assert code == 1 and _status(out).count(2) == 2  # items 4 and 5 read the broken frame
     assert "--retry-failed" in err
+    main(["status", str(out)])
+    assert "then rerun the run's command with --retry-failed" in capsys.readouterr().out
 
     frame.write_bytes(good)  # fixed in place
     code, err = _run(capsys, folder, "--out", out, *passes)
@@ -66,6 +68,11 @@ def test_fixed_frame_is_redone_and_the_store_equals_a_run_on_good_files(cdnet_cl
     # from now on the plain command resumes it (nothing left to do)
     code, err = _run(capsys, folder, "--out", out, *passes)
     assert code == 0 and "0 chunks run" in err
+    # and the store says what was accepted, and when
+    assert main(["status", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "retried: 1 changed input file of failed items accepted by --retry-failed at " in said
+    assert frame.name in said
 
 
 def test_a_changed_input_of_a_done_item_is_refused_and_nothing_is_written(cdnet_clip, tmp_path, capsys):
