@@ -116,6 +116,13 @@ def _accepted_meanwhile(store, new_src) -> bool:
     return _config_mismatch(store.url, {"source": now}, {"source": new_src}) is None
 
 
+def only_source_differs(store, config: dict) -> bool:
+    """True when ``config`` matches the store's record in everything but the source."""
+    config = _jsonable(config, "config")
+    recorded = store.recorded_config()
+    return _config_mismatch(store.url, {**recorded, "source": None}, {**config, "source": None}) is None
+
+
 def accept_changed_source(store, source, plan, config: dict) -> list[str]:
     """Accept ``source`` for ``store`` when it differs from the store's record only in files that are
     inputs of failed or pending items (module docstring); returns the changed files' labels.

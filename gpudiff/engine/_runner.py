@@ -382,7 +382,7 @@ def _run_source(cfg: RunConfig, options: CompareOptions, source, t0: float, stre
                 raise exc from None
     except ConfigError as exc:
         if not cfg.retry_failed:
-            _raise_with_retry_hint(cfg, exc)
+            _raise_with_retry_hint(cfg, exc, _run_config_key(options, cfg, source, plan, fields))
         plan, store = _accept_retry(cfg, options, source, plan, fields, open_store, exc, stream)
     else:
         _record_stamps(store, source)
@@ -503,19 +503,19 @@ def _record_stamps(store, source) -> None:
         pass
 
 
-def _raise_with_retry_hint(cfg: RunConfig, exc: ConfigError):
-    """Raise ``exc``; when the store has failed items and its recorded source is what differs,
-    say that ``--retry-failed`` exists (someone who fixed the broken files in place wants it)."""
+def _raise_with_retry_hint(cfg: RunConfig, exc: ConfigError, config: dict):
+    """Raise ``exc``; when the store has failed items and only its recorded source differs from
+    ``config``, say that ``--retry-failed`` exists (someone who fixed the broken files in place wants it)."""
     from ..io._remote import is_remote  # noqa: PLC0415
+    from ._retry import only_source_differs  # noqa: PLC0415
     from ._store import ResultStore  # noqa: PLC0415
 
     hint = None
     try:
-        if "source" in str(exc):
-            existing = ResultStore.open(cfg.out, **({"storage_options": cfg.storage_options}
-                                                    if is_remote(cfg.out) else {}))
-            if np.any(existing.read(["status"])["status"] == 2):
-                hint = ConfigError(f"{exc} (if you fixed the inputs of its failed items in place: --retry-failed)")
+        existing = ResultStore.open(cfg.out, **({"storage_options": cfg.storage_options}
+                                                if is_remote(cfg.out) else {}))
+        if only_source_differs(existing, config) and np.any(existing.read(["status"])["status"] == 2):
+            hint = ConfigError(f"{exc} (if you fixed the inputs of its failed items in place: --retry-failed)")
     except Exception:  # noqa: BLE001 (the hint is a courtesy: the refusal stands as it was)
         hint = None
     if hint is not None:
